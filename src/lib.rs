@@ -1,0 +1,44 @@
+//! Switchyard: an L7 HTTP load balancer.
+//!
+//! The library behind the `switchyard` binary (`main.rs` is only the command line). The
+//! modules, in the order a request meets them:
+//!
+//! - [`listener`]: accept connections, serve HTTP/1.1 and HTTP/2 (h2c, or h2 over TLS) with
+//!   hyper; [`tls`]: rustls termination (SNI, certificate reload) and HTTPS-upstream settings;
+//! - [`proxy`]: the request path — [`router`] → [`snapshot`] pool → strategy (the
+//!   `strategies` crate) → [`upstream`] client ([`h1pool`] for plain HTTP/1.1 nodes) →
+//!   response [`body`];
+//! - [`headers`]: forwarding and hop-by-hop header rules; [`error`]: the answers the
+//!   balancer makes itself;
+//! - [`outlier`] (passive ejection), [`budget`] (retry budget) and [`health`] (active
+//!   probes) decide which nodes may take traffic;
+//! - [`app`]: the supervisor that owns every task, reloads and shuts down;
+//! - [`admin`]: health, readiness, metrics and the JSON API; [`metrics`]: the metric names;
+//! - [`config`]: the YAML schema, validation and `file:line:column` errors;
+//! - [`registry`]: live node registration through Redis; [`node_cli`]: `switchyard node ...`;
+//! - [`accesslog`]: one structured line per request, written off the request path;
+//! - [`demo`]: the built-in demo.
+
+pub mod accesslog;
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod budget;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod h1pool;
+pub mod headers;
+pub mod health;
+pub mod listener;
+pub mod metrics;
+pub mod node_cli;
+pub mod outlier;
+pub mod proxy;
+pub mod registry;
+pub mod router;
+pub mod snapshot;
+pub mod timefmt;
+pub mod tls;
+pub mod upstream;
+pub mod watch;

@@ -1,0 +1,472 @@
+//! The request path: router → pool → strategy → upstream → response.
+//!
+//! [`Proxy::handle`] is called once per request by the listener. It loads the snapshot once,
+//! routes, picks a node, forwards with the header rules, retries on another node when the
+//! pool's policy allows, and returns the upstream's response with a body wrapper that ends
+//! the in-flight accounting when the body ends. Protocol upgrades (WebSocket) are tunnelled
+//! both ways after the upstream's `101`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::header::{HeaderValue, COOKIE, HOST};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use strategies::PickContext;
+use tokio_util::task::TaskTracker;
+
+use crate::accesslog::{AccessLog, Record};
+use crate::body::{Completion, PendingLog, RequestBody, ResponseBody};
+use crate::config::HashKey;
+use crate::error::ProxyError;
+use crate::h1pool;
+use crate::headers::{self, X_REQUEST_ID};
+use crate::metrics::{Metrics, Outcome, PoolMetrics, NO_POOL};
+use crate::outlier;
+use crate::snapshot::{Pool, SnapshotCell};
+use crate::upstream::UpstreamError;
+
+/// The most attempts a request can make (1 + retries).
+const MAX_ATTEMPTS: usize = 11;
+/// How many nodes one request may skip or try before giving up (503).
+const EXCLUDE_CAP: usize = 32;
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub https: bool,
+}
+
+/// State shared by every connection of every listener.
+pub struct Proxy {
+    pub snapshot: Arc<SnapshotCell>,
+    pub metrics: Metrics,
+    /// The supervisor's task tracker: upgraded (WebSocket) tunnels are spawned on it so
+    /// that shutdown waits for them like for any other connection.
+    tracker: TaskTracker,
+    /// The access log, when it is on.
+    access_log: Option<AccessLog>,
+    /// Handles for requests that matched no route.
+    no_route: PoolMetrics,
+}
+
+impl Proxy {
+    pub fn new(
+        snapshot: Arc<SnapshotCell>,
+        metrics: Metrics,
+        tracker: TaskTracker,
+        access_log: Option<AccessLog>,
+    ) -> Proxy {
+        let no_route = metrics.pool(NO_POOL);
+        Proxy {
+            snapshot,
+            metrics,
+            tracker,
+            access_log,
+            no_route,
+        }
+    }
+
+    /// Serve one request.
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Response<ResponseBody> {
+        let start = Instant::now();
+        let request_id = headers::ensure_request_id(req.headers_mut());
+
+        // One load of the snapshot per request; only the matched pool is kept past here.
+        let (pool, host) = {
+            let snap = self.snapshot.load();
+            let host = request_host(&req);
+            let pool = snap
+                .router
+                .route(host_str(host.as_ref()), req.uri().path())
+                .and_then(|i| snap.pools.get(i).cloned());
+            (pool, host)
+        };
+        let log = self.access_log.as_ref().map(|sink| PendingLog {
+            sink: sink.clone(),
+            record: Record {
+                time: SystemTime::now(),
+                client: conn.peer.ip(),
+                method: req.method().clone(),
+                host: host_str(host.as_ref()).unwrap_or("").to_string(),
+                path: req.uri().path().to_string(),
+                status: 0,
+                bytes: 0,
+                duration: Duration::ZERO,
+                pool: pool
+                    .as_ref()
+                    .map_or(NO_POOL, |p| p.name.as_str())
+                    .to_string(),
+                node: String::new(),
+                attempts: 0,
+                request_id: request_id.to_str().unwrap_or("").to_string(),
+            },
+        });
+        let Some(pool) = pool else {
+            return self.local_answer(ProxyError::NoRoute, &self.no_route, start, request_id, log);
+        };
+
+        match self.forward(&pool, req, conn, start, log).await {
+            Ok(mut resp) => {
+                resp.headers_mut().insert(&X_REQUEST_ID, request_id);
+                resp
+            }
+            Err((e, log)) => self.local_answer(e, &pool.metrics, start, request_id, log),
+        }
+    }
+
+    fn local_answer(
+        &self,
+        err: ProxyError,
+        metrics: &PoolMetrics,
+        start: Instant,
+        request_id: HeaderValue,
+        log: Option<PendingLog>,
+    ) -> Response<ResponseBody> {
+        let mut resp = err.into_response();
+        let status = resp.status().as_u16();
+        // Recorded through the same path as proxied answers: metrics and the access log.
+        drop(Completion {
+            in_flight: None,
+            metrics: metrics.clone(),
+            status,
+            start,
+            bytes: resp.body().size_hint().exact().unwrap_or(0),
+            log: log.map(Box::new),
+        });
+        resp.headers_mut().insert(&X_REQUEST_ID, request_id);
+        resp
+    }
+
+    async fn forward(
+        &self,
+        pool: &Pool,
+        mut req: Request<Incoming>,
+        conn: ConnInfo,
+        start: Instant,
+        mut log: Option<PendingLog>,
+    ) -> Result<Response<ResponseBody>, (ProxyError, Option<PendingLog>)> {
+        let upgrade =
+            headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11;
+        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let hash = pool
+            .hash_key
+            .as_ref()
+            .map(|k| hash_for(k, &req, conn.peer.ip()))
+            .unwrap_or(0);
+
+        let (parts, body) = req.into_parts();
+        let method = parts.method;
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let host = parts.headers.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let mut headers = parts.headers;
+        headers::strip_hop_by_hop(&mut headers, upgrade);
+        headers::add_forwarding(&mut headers, conn.peer.ip(), conn.https, host.as_ref());
+
+        let policy = &pool.retry;
+        let now_ms = strategies::now_ms();
+        pool.budget.record_request(now_ms);
+        let mut body = match request_body(body, policy.attempts > 0, pool.request_timeout).await {
+            Ok(b) => b,
+            Err(e) => return Err((e, log)),
+        };
+
+        let max_attempts = (policy.attempts as usize + 1).min(MAX_ATTEMPTS);
+        // Nodes this request must not be sent to again: tried ones, and ones found full.
+        let mut excluded = [usize::MAX; EXCLUDE_CAP];
+        let mut n_excluded = 0;
+        let mut last_err = ProxyError::NoHealthyNode;
+        let idempotent = retryable_method(&method);
+
+        for attempt in 0..max_attempts {
+            // Pick a node and claim an in-flight slot atomically: a node that reached
+            // `max_connections_per_node` between the pick and the claim is skipped like
+            // any saturated node, so concurrent requests never overshoot the cap.
+            let picked = loop {
+                let ctx = PickContext {
+                    hash,
+                    exclude: &excluded[..n_excluded],
+                    now_ms,
+                };
+                let Some(idx) = pool.strategy.pick(&ctx) else {
+                    break None;
+                };
+                let Some(node) = pool.nodes.get(idx) else {
+                    break None;
+                };
+                if n_excluded < EXCLUDE_CAP {
+                    excluded[n_excluded] = idx;
+                    n_excluded += 1;
+                }
+                if let Some(guard) = node.stats.try_start_request() {
+                    break Some((node, guard));
+                }
+                if n_excluded == EXCLUDE_CAP {
+                    break None;
+                }
+            };
+            let Some((node, in_flight)) = picked else {
+                break;
+            };
+            if attempt > 0 {
+                pool.metrics.retries.inc();
+            }
+
+            // Keep a copy of the body and headers for another attempt only when one is
+            // possible: the happy path moves them.
+            let copy = if attempt + 1 < max_attempts {
+                body.try_clone()
+            } else {
+                None
+            };
+            let can_retry = copy.is_some();
+            let this_body = std::mem::replace(&mut body, copy.unwrap_or(RequestBody::Empty));
+
+            let mut up_req = Request::new(this_body);
+            *up_req.method_mut() = method.clone();
+            // Plain HTTP/1.1 nodes: the per-node pool, which speaks to one node and takes an
+            // origin-form target. Everything else: the pooled client, absolute URI.
+            let pooled = match node.socket_addr {
+                Some(sa) if pool.client.plain_http1() && downstream_upgrade.is_none() => Some(sa),
+                _ => None,
+            };
+            *up_req.uri_mut() = match pooled {
+                Some(_) => Uri::from(path_and_query.clone()),
+                None => upstream_uri(pool.client.scheme(), &node.authority, &path_and_query),
+            };
+            *up_req.version_mut() = pool.client.version();
+            *up_req.headers_mut() = if can_retry {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+
+            if let Some(l) = log.as_mut() {
+                l.record.attempts = attempt as u32 + 1;
+                l.record.node.clear();
+                l.record.node.push_str(&node.addr);
+            }
+            let sent_at = Instant::now();
+            let deadline = tokio::time::Instant::from_std(sent_at) + pool.request_timeout;
+            let (result, conn) = match pooled {
+                Some(sa) => {
+                    let max_idle = pool.client.settings.max_idle_per_node;
+                    match h1pool::send(
+                        &node.conns,
+                        sa,
+                        up_req,
+                        deadline,
+                        pool.connect_timeout,
+                        max_idle,
+                    )
+                    .await
+                    {
+                        Ok((resp, conn)) => (Ok(resp), Some(conn)),
+                        Err(e) => (Err(e), None),
+                    }
+                }
+                None => (pool.client.send(up_req, deadline).await, None),
+            };
+            let now_ms = strategies::now_ms();
+            match result {
+                Ok(mut resp) => {
+                    let status = resp.status();
+                    // The node's latency, without the time spent opening a connection.
+                    let rtt_from = conn.as_ref().map_or(sent_at, |c| c.handed_over);
+                    node.stats.observe_rtt(rtt_from.elapsed());
+                    let failed = status.is_server_error();
+                    node.metrics.record(if failed {
+                        Outcome::HttpError
+                    } else {
+                        Outcome::Success
+                    });
+                    outlier::record(pool, node, failed, now_ms);
+                    if failed
+                        && can_retry
+                        && idempotent
+                        && policy.retries_status(status.as_u16())
+                        && pool.budget.try_retry(now_ms, policy.budget_percent)
+                    {
+                        last_err = ProxyError::Upstream(UpstreamError::Status(status.as_u16()));
+                        continue;
+                    }
+                    if status == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(down) = downstream_upgrade {
+                            let up = hyper::upgrade::on(&mut resp);
+                            self.tracker.spawn(tunnel(down, up));
+                        }
+                    } else {
+                        headers::strip_hop_by_hop(resp.headers_mut(), false);
+                    }
+                    let (rparts, rbody) = resp.into_parts();
+                    let completion = Completion {
+                        in_flight: Some(in_flight),
+                        metrics: pool.metrics.clone(),
+                        status: rparts.status.as_u16(),
+                        start,
+                        bytes: 0,
+                        log: log.map(Box::new),
+                    };
+                    return Ok(Response::from_parts(
+                        rparts,
+                        ResponseBody::upstream(rbody, completion, deadline, conn),
+                    ));
+                }
+                Err(e) => {
+                    drop(in_flight);
+                    // A node that stops answering must not look fast while its estimate
+                    // decays: the time this attempt cost counts as its latency.
+                    node.stats.observe_rtt(sent_at.elapsed());
+                    let (outcome, retry) = match &e {
+                        // Nothing reached the node: safe to retry for any method.
+                        UpstreamError::Connect(_) => {
+                            (Outcome::ConnectError, policy.on_connect_failure)
+                        }
+                        UpstreamError::ConnectTimeout => (
+                            Outcome::Timeout,
+                            policy.on_connect_failure || policy.on_timeout,
+                        ),
+                        UpstreamError::Timeout => {
+                            (Outcome::Timeout, policy.on_timeout && idempotent)
+                        }
+                        // A reset or close after the request was sent counts as a 502.
+                        UpstreamError::Broken(_) | UpstreamError::Status(_) => {
+                            (Outcome::HttpError, policy.retries_status(502) && idempotent)
+                        }
+                    };
+                    node.metrics.record(outcome);
+                    outlier::record(pool, node, true, now_ms);
+                    tracing::debug!(pool = %pool.name, node = %node.addr, error = %e, attempt, "upstream attempt failed");
+                    last_err = ProxyError::Upstream(e);
+                    if !(can_retry && retry && pool.budget.try_retry(now_ms, policy.budget_percent))
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        Err((last_err, log))
+    }
+}
+
+/// Bodies up to this size are read whole before the first attempt so that a retry can
+/// send them again; larger or unsized bodies stream and are sent once.
+pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
+
+/// Prepare the client's body for the upstream: empty, buffered for retries, or streaming.
+async fn request_body(
+    body: Incoming,
+    retries_enabled: bool,
+    timeout: std::time::Duration,
+) -> Result<RequestBody, ProxyError> {
+    if body.is_end_stream() {
+        return Ok(RequestBody::Empty);
+    }
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= RETRY_BUFFER_LIMIT);
+    if !(retries_enabled && small) {
+        return Ok(RequestBody::Streaming(body));
+    }
+    match tokio::time::timeout(timeout, body.collect()).await {
+        Ok(Ok(collected)) => Ok(RequestBody::Buffered(Some(collected.to_bytes()))),
+        // The client stopped sending (or went away) before the body was complete.
+        Ok(Err(_)) | Err(_) => Err(ProxyError::BadRequest),
+    }
+}
+
+/// Methods that may be sent twice (RFC 9110 idempotent methods).
+fn retryable_method(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// `http://ip:port/path?query` (`https://` for a pool with `tls`) for the pooled client.
+fn upstream_uri(scheme: Scheme, authority: &http::uri::Authority, pq: &PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(pq.clone());
+    // Scheme, authority and path are each valid, so the parts always form a URI.
+    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// The host the client asked for: the URI's authority (HTTP/2 `:authority`, or an
+/// absolute-form HTTP/1.1 target) or else the `Host` header.
+fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if let Some(a) = req.uri().authority() {
+        return HeaderValue::from_str(a.as_str()).ok();
+    }
+    req.headers().get(HOST).cloned()
+}
+
+fn host_str(v: Option<&HeaderValue>) -> Option<&str> {
+    v.and_then(|v| v.to_str().ok())
+}
+
+/// Hash of the request's `hash_key`; falls back to the client address when the key is
+/// absent from the request (documented in the README).
+fn hash_for(key: &HashKey, req: &Request<Incoming>, client: IpAddr) -> u64 {
+    let ip_hash = || match client {
+        IpAddr::V4(v4) => strategies::hash_key(&v4.octets()),
+        IpAddr::V6(v6) => strategies::hash_key(&v6.octets()),
+    };
+    match key {
+        HashKey::ClientIp => ip_hash(),
+        HashKey::Path => strategies::hash_key(req.uri().path().as_bytes()),
+        HashKey::Header(name) => req
+            .headers()
+            .get(name.as_str())
+            .map(|v| strategies::hash_key(v.as_bytes()))
+            .unwrap_or_else(ip_hash),
+        HashKey::Cookie(name) => req
+            .headers()
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|s| s.split(';'))
+            .find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then(|| strategies::hash_key(v.as_bytes()))
+            })
+            .unwrap_or_else(ip_hash),
+    }
+}
+
+/// Copy bytes both ways between the client and the upstream after a `101`.
+async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    let (down, up) = match tokio::try_join!(down, up) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut down = TokioIo::new(down);
+    let mut up = TokioIo::new(up);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}

@@ -1,0 +1,355 @@
+//! The routing snapshot: routes, pools, nodes and their strategies in one immutable value.
+//!
+//! A snapshot is published through one `ArcSwap` ([`SnapshotCell`]); the request path loads
+//! it once per request without a lock. Config reloads and registry updates build a new one
+//! with [`build`] and swap it in. Live per-node stats are `Arc`s looked up by
+//! (pool, address) in the previous snapshot, and each pool's strategy counters and upstream
+//! client are carried over too, so a swap never resets health, ejection, in-flight counts,
+//! EWMA, round-robin position or warm connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+use strategies::{Kind, NodeStats, SharedState, Strategy};
+
+use crate::budget::RetryBudget;
+use crate::config::{HashKey, LoadedConfig, PoolConfig, RetryOn};
+use crate::h1pool::NodeConns;
+use crate::metrics::{Metrics, NodeMetrics, PoolMetrics};
+use crate::outlier::OutlierState;
+use crate::router::{Route, Router};
+use crate::upstream::{ClientSettings, UpstreamClient, UpstreamTlsSettings};
+
+/// Idle connections kept per node when `max_connections_per_node` is not set.
+const DEFAULT_MAX_IDLE_PER_NODE: usize = 256;
+
+/// How long a host-name lookup for a node may take at snapshot build.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where a node came from (admin API field `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Static,
+    Redis,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Static => "static",
+            Source::Redis => "redis",
+        }
+    }
+}
+
+/// A node registered in Redis (issue: live registration), as the snapshot builder needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryNode {
+    pub addr: String,
+    pub weight: u32,
+}
+
+/// Registry entries per pool name.
+pub type Registry = HashMap<String, Vec<RegistryNode>>;
+
+/// One backend node of one pool.
+#[derive(Debug)]
+pub struct Node {
+    /// `host:port` as configured or registered (metric label, admin API).
+    pub addr: String,
+    /// Resolved `ip:port` the client connects to.
+    pub authority: Authority,
+    /// The same as a socket address, for the plain HTTP/1.1 connection pool.
+    pub socket_addr: Option<SocketAddr>,
+    /// Idle keep-alive connections to the node (plain HTTP/1.1 pools); carried across
+    /// swaps with the stats so that a reload or a registry update keeps them warm.
+    pub conns: Arc<NodeConns>,
+    pub weight: u32,
+    pub source: Source,
+    pub stats: Arc<NodeStats>,
+    /// Passive outlier-detection state; survives swaps with `stats`.
+    pub outlier: Arc<OutlierState>,
+    pub metrics: NodeMetrics,
+}
+
+/// The retry rules of a pool, pre-digested for the request path.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub on_connect_failure: bool,
+    pub on_timeout: bool,
+    /// Bit `s - 500` set for each retryable 5xx status.
+    pub on_status: u128,
+    pub budget_percent: u32,
+}
+
+impl RetryPolicy {
+    fn new(cfg: &crate::config::RetriesConfig) -> RetryPolicy {
+        let mut p = RetryPolicy {
+            attempts: cfg.attempts,
+            on_connect_failure: false,
+            on_timeout: false,
+            on_status: 0,
+            budget_percent: cfg.budget_percent,
+        };
+        for on in &cfg.on {
+            match on {
+                RetryOn::ConnectFailure => p.on_connect_failure = true,
+                RetryOn::Timeout => p.on_timeout = true,
+                RetryOn::Status(s) if (500..628).contains(s) => p.on_status |= 1u128 << (s - 500),
+                RetryOn::Status(_) => {}
+            }
+        }
+        p
+    }
+
+    pub fn retries_status(&self, status: u16) -> bool {
+        (500..628).contains(&status) && self.on_status & (1u128 << (status - 500)) != 0
+    }
+}
+
+/// One pool: its nodes, the strategy over them, and how to talk to them.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: String,
+    pub kind: Kind,
+    pub strategy: Box<dyn Strategy>,
+    pub nodes: Vec<Node>,
+    pub hash_key: Option<HashKey>,
+    pub client: UpstreamClient,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub metrics: PoolMetrics,
+    /// Strategy counters carried across snapshots.
+    pub shared: Arc<SharedState>,
+    /// The pool's retry budget, carried across snapshots.
+    pub budget: Arc<RetryBudget>,
+    /// The pool's config, for the background tasks (health checks, ...).
+    pub config: PoolConfig,
+}
+
+/// Everything the request path needs, immutable once built.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub router: Router,
+    pub pools: Vec<Arc<Pool>>,
+    pub config: Arc<LoadedConfig>,
+}
+
+impl Snapshot {
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+/// The one published snapshot.
+pub type SnapshotCell = ArcSwap<Snapshot>;
+
+/// Which node host names a build looks up again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    /// Every node: at start and on a config reload ("re-resolved on reload").
+    All,
+    /// Only nodes not in the previous snapshot: registry updates.
+    NewOnly,
+}
+
+/// Build a snapshot from a validated config and the current registry entries, reusing the
+/// stats, strategy counters and clients of `prev` for everything that survives.
+pub async fn build(
+    config: Arc<LoadedConfig>,
+    registry: &Registry,
+    prev: Option<&Snapshot>,
+    metrics: &Metrics,
+    names: Resolve,
+) -> Snapshot {
+    let now = strategies::now_ms();
+    let mut pools = Vec::with_capacity(config.config.pools.len());
+    let mut index = HashMap::new();
+    for (name, pcfg) in &config.config.pools {
+        let prev_pool = prev.and_then(|s| s.pool(name));
+        let prev_nodes: HashMap<&str, &Node> = prev_pool
+            .map(|p| p.nodes.iter().map(|n| (n.addr.as_str(), n)).collect())
+            .unwrap_or_default();
+
+        // Static nodes first; a registry entry for an address the config already names is
+        // ignored (the config's entry wins).
+        let mut wanted: Vec<(String, u32, Source)> = pcfg
+            .nodes
+            .iter()
+            .map(|n| (n.addr.clone(), n.weight, Source::Static))
+            .collect();
+        if let Some(entries) = registry.get(name) {
+            for e in entries {
+                if !wanted.iter().any(|(a, _, _)| *a == e.addr) {
+                    wanted.push((e.addr.clone(), e.weight, Source::Redis));
+                }
+            }
+        }
+
+        let mut nodes = Vec::with_capacity(wanted.len());
+        for (addr, weight, source) in wanted {
+            let prev_node = prev_nodes.get(addr.as_str()).copied();
+            let looked_up = match (names, prev_node) {
+                // A registry update: a node already known keeps its address, so a burst of
+                // updates never waits on DNS for nodes that did not change.
+                (Resolve::NewOnly, Some(p)) => Some(p.authority.clone()),
+                _ => resolve(&addr).await,
+            };
+            let authority = match looked_up {
+                Some(a) => a,
+                None => match prev_node {
+                    Some(p) => {
+                        tracing::warn!(pool = %name, node = %addr, "cannot resolve node address; keeping the previous address");
+                        p.authority.clone()
+                    }
+                    None => {
+                        tracing::warn!(pool = %name, node = %addr, "cannot resolve node address; the node is left out until it resolves (on the next reload or registry update)");
+                        continue;
+                    }
+                },
+            };
+            // Idle connections lead to the old resolved address: keep them only if the name
+            // still resolves there.
+            let conns = prev_node
+                .filter(|p| p.authority == authority)
+                .map(|p| Arc::clone(&p.conns))
+                .unwrap_or_default();
+            let outlier = prev_node
+                .map(|p| Arc::clone(&p.outlier))
+                .unwrap_or_default();
+            let stats = match prev_node {
+                Some(p) => Arc::clone(&p.stats),
+                None => {
+                    let s = Arc::new(NodeStats::new());
+                    // A node that appears while we are running starts slowly; at start-up
+                    // every node is equally cold, so none does.
+                    if prev.is_some() {
+                        s.begin_slow_start(now);
+                    }
+                    s
+                }
+            };
+            configure_stats(&stats, pcfg);
+            nodes.push(Node {
+                metrics: metrics.node(name, &addr),
+                addr,
+                socket_addr: authority.as_str().parse().ok(),
+                authority,
+                conns,
+                weight,
+                source,
+                stats,
+                outlier,
+            });
+        }
+
+        let kind = pcfg.strategy.kind();
+        let shared = prev_pool.map(|p| Arc::clone(&p.shared)).unwrap_or_default();
+        let strategy = strategies::build(
+            kind,
+            nodes
+                .iter()
+                .map(|n| strategies::Node {
+                    key: n.addr.clone(),
+                    weight: n.weight,
+                    stats: Arc::clone(&n.stats),
+                })
+                .collect(),
+            Arc::clone(&shared),
+        );
+        let settings = ClientSettings {
+            connect_timeout: pcfg.timeouts.connect.0,
+            protocol: pcfg.upstream_protocol,
+            max_idle_per_node: pcfg
+                .max_connections_per_node
+                .map(|m| m as usize)
+                .unwrap_or(DEFAULT_MAX_IDLE_PER_NODE),
+            tls: pcfg
+                .tls
+                .as_ref()
+                .map(|t| UpstreamTlsSettings::from_config(t, &config)),
+        };
+        let client = match prev_pool {
+            Some(p) if p.client.settings == settings => p.client.clone(),
+            _ => UpstreamClient::new(name, settings),
+        };
+        // HTTPS pools verify each node by its configured host name (nodes come and go
+        // while the client is kept).
+        client.set_node_names(
+            nodes
+                .iter()
+                .map(|n| (n.authority.as_str(), n.addr.as_str())),
+        );
+        let hash_key = match kind {
+            Kind::ConsistentHash => Some(pcfg.hash_key.clone().unwrap_or(HashKey::ClientIp)),
+            _ => None,
+        };
+        index.insert(name.clone(), pools.len());
+        pools.push(Arc::new(Pool {
+            name: name.clone(),
+            kind,
+            strategy,
+            nodes,
+            hash_key,
+            client,
+            connect_timeout: pcfg.timeouts.connect.0,
+            request_timeout: pcfg.timeouts.request.0,
+            retry: RetryPolicy::new(&pcfg.retries),
+            metrics: metrics.pool(name),
+            shared,
+            budget: prev_pool.map(|p| Arc::clone(&p.budget)).unwrap_or_default(),
+            config: pcfg.clone(),
+        }));
+    }
+
+    let routes = config
+        .config
+        .routes
+        .iter()
+        .filter_map(|r| {
+            // Validation guarantees the pool exists; a route that still names none is
+            // dropped rather than trusted.
+            let pool = *index.get(&r.pool)?;
+            Some(Route::new(
+                r.host.as_deref(),
+                r.path_prefix.as_deref(),
+                pool,
+            ))
+        })
+        .collect();
+
+    Snapshot {
+        router: Router::new(routes),
+        pools,
+        config,
+    }
+}
+
+/// Apply the pool's settings to a node's live stats (they may change on reload).
+fn configure_stats(stats: &NodeStats, pcfg: &PoolConfig) {
+    stats.set_max_in_flight(pcfg.max_connections_per_node.unwrap_or(0));
+    stats.set_slow_start_window(pcfg.slow_start.map(|d| d.0).unwrap_or_default());
+    let gated = pcfg.health_check.is_some();
+    if stats.health_gated() && !gated {
+        // Probes were switched off: their last verdict no longer applies.
+        stats.set_health(strategies::Health::Unknown);
+    }
+    stats.set_health_gated(gated);
+}
+
+/// `host:port` → an authority with an IP address, so connecting needs no DNS on the request
+/// path. Host names are looked up here, at snapshot build.
+async fn resolve(addr: &str) -> Option<Authority> {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return Authority::try_from(sa.to_string()).ok();
+    }
+    let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(addr)).await;
+    let sa = lookup.ok()?.ok()?.next()?;
+    Authority::try_from(sa.to_string()).ok()
+}
