@@ -96,7 +96,8 @@ pub async fn send(
         let mut sender = match reused.then(|| conns.take_idle()).flatten() {
             Some(s) => s,
             None if reused => continue,
-            None => connect(addr, connect_timeout, deadline).await?,
+            // Boxed: opening a connection is the rare case, and its future is large.
+            None => Box::pin(connect(addr, connect_timeout, deadline)).await?,
         };
         let handed_over = std::time::Instant::now();
         match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {

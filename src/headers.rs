@@ -33,9 +33,26 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
     })
 }
 
+/// Is this one of the fixed hop-by-hop header names (not counting those `Connection` names)?
+#[inline]
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == TE
+        || name == TRAILER
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Remove hop-by-hop headers. With `keep_upgrade`, `Upgrade` survives and `Connection` is
 /// reduced to `upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the names instead of seven hash lookups
+    // and removals (this runs twice per proxied request).
+    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         // Headers named in Connection are hop-by-hop too. Collect first: we cannot remove
         // while borrowing the Connection values.
@@ -66,6 +83,45 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Longest textual IP address (IPv6 with an embedded IPv4 tail).
+const IP_TEXT_MAX: usize = 45;
+
+/// `ip` as text into `buf`, returning the used part. IPv4 — nearly every request — is
+/// written by hand: `Display` goes through the formatting machinery and costs more than the
+/// rest of the forwarding headers together.
+fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            &buf[..n]
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            // 45 bytes hold any IPv6 text, so the write cannot fail.
+            let _ = write!(cursor, "{v6}");
+            let n = usize::try_from(cursor.position()).unwrap_or(0);
+            &buf[..n]
+        }
+    }
+}
+
 /// Apply the forwarding headers to a request going upstream.
 ///
 /// - `X-Forwarded-For`: the client's value kept and the peer address appended (nginx's
@@ -80,24 +136,25 @@ pub fn add_forwarding(
     https: bool,
     host: Option<&HeaderValue>,
 ) {
-    let peer_str = peer.to_string();
+    let mut ip_buf = [0u8; IP_TEXT_MAX];
+    let peer_text = ip_text(peer, &mut ip_buf);
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => {
             // Multiple XFF header lines are joined into one, in order.
-            let mut joined = String::with_capacity(prev.len() + peer_str.len() + 2);
+            let mut joined = Vec::with_capacity(prev.len() + peer_text.len() + 2);
             for (i, v) in headers.get_all(&X_FORWARDED_FOR).iter().enumerate() {
                 if let Ok(s) = v.to_str() {
                     if i > 0 {
-                        joined.push_str(", ");
+                        joined.extend_from_slice(b", ");
                     }
-                    joined.push_str(s.trim());
+                    joined.extend_from_slice(s.trim().as_bytes());
                 }
             }
-            joined.push_str(", ");
-            joined.push_str(&peer_str);
-            HeaderValue::from_str(&joined).ok()
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(peer_text);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
         }
-        _ => HeaderValue::from_str(&peer_str).ok(),
+        _ => HeaderValue::from_bytes(peer_text).ok(),
     };
     if let Some(v) = xff {
         headers.insert(&X_FORWARDED_FOR, v);
@@ -194,6 +251,62 @@ mod tests {
             h.get(&X_FORWARDED_PROTO).map(|v| v.as_bytes()),
             Some(&b"http"[..])
         );
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        let mut buf = [0u8; IP_TEXT_MAX];
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.0.9",
+            "99.100.199.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:192.168.100.200",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        ] {
+            let parsed: IpAddr = ip.parse().expect("ip");
+            assert_eq!(
+                std::str::from_utf8(ip_text(parsed, &mut buf)).expect("ascii"),
+                parsed.to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn ip_text_matches_display_for_every_octet_value() {
+        let mut buf = [0u8; IP_TEXT_MAX];
+        for o in 0..=255u8 {
+            for octets in [[o, 0, 0, 0], [1, o, 10, 100], [255, 99, o, 9], [o, o, o, o]] {
+                let ip = IpAddr::from(octets);
+                assert_eq!(ip_text(ip, &mut buf), ip.to_string().as_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn strip_leaves_ordinary_headers_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("example.com"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
+        for hop in [
+            "transfer-encoding",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "upgrade",
+        ] {
+            let mut h = before.clone();
+            h.insert(HeaderName::from_static(hop), HeaderValue::from_static("x"));
+            strip_hop_by_hop(&mut h, false);
+            assert_eq!(h, before, "{hop} must be stripped");
+        }
     }
 
     #[test]

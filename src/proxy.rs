@@ -284,7 +284,10 @@ impl Proxy {
                         Err(e) => (Err(e), None),
                     }
                 }
-                None => (pool.client.send(up_req, deadline).await, None),
+                // Boxed: TLS and HTTP/2 pools are the rarer path, and this future is large;
+                // inline, it would make every request's future (moved on each poll set-up)
+                // that much larger.
+                None => (Box::pin(pool.client.send(up_req, deadline)).await, None),
             };
             let now_ms = strategies::now_ms();
             match result {
@@ -373,6 +376,8 @@ impl Proxy {
 pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
 
 /// Prepare the client's body for the upstream: empty, buffered for retries, or streaming.
+/// Only buffering waits, in a boxed future: the common cases add nothing to the size of
+/// the request's future.
 async fn request_body(
     body: Incoming,
     retries_enabled: bool,
@@ -388,6 +393,10 @@ async fn request_body(
     if !(retries_enabled && small) {
         return Ok(RequestBody::Streaming(body));
     }
+    Box::pin(buffer_body(body, timeout)).await
+}
+
+async fn buffer_body(body: Incoming, timeout: Duration) -> Result<RequestBody, ProxyError> {
     match tokio::time::timeout(timeout, body.collect()).await {
         Ok(Ok(collected)) => Ok(RequestBody::Buffered(Some(collected.to_bytes()))),
         // The client stopped sending (or went away) before the body was complete.
