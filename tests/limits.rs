@@ -241,8 +241,8 @@ async fn idle_keep_alive_connections_outlive_header_read_timeout_and_close_after
         String::from_utf8_lossy(&closed.bytes)
     );
     assert!(
-        closed.after >= Duration::from_millis(2700),
-        "closed {:?} after the last response, before idle_timeout (3s)",
+        closed.after >= Duration::from_secs(2),
+        "closed {:?} after the last response: too early for idle_timeout (3s)",
         closed.after
     );
     assert_eq!(timeouts(&sy, "idle").await, 1.0);
@@ -312,10 +312,7 @@ async fn http2_connections_idle_for_idle_timeout_get_a_goaway() {
         ended.is_ok(),
         "h2 connection ended with an error: {ended:?}"
     );
-    assert!(
-        after >= Duration::from_millis(2700),
-        "closed after {after:?}"
-    );
+    assert!(after >= Duration::from_secs(2), "closed after {after:?}");
     assert_eq!(timeouts(&sy, "idle").await, 1.0);
     assert_eq!(timeouts(&sy, "header_read").await, 0.0);
 }
