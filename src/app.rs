@@ -24,7 +24,7 @@ use crate::accesslog::AccessLog;
 use crate::admin::{self, AdminState, ReloadRequest};
 use crate::config::{self, LoadedConfig};
 use crate::health::HealthSupervisor;
-use crate::listener::{self, Listener, ServeContext, TlsSlot};
+use crate::listener::{self, Listener, ProxyProtocolSlot, ServeContext, TlsSlot};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::registry;
@@ -380,6 +380,7 @@ impl Supervisor {
             let found = (0..self.listeners.len()).find(|&i| !taken[i] && same(&self.listeners[i]));
             if let Some(i) = found {
                 taken[i] = true;
+                plan.proxy_protocol.push((i, l.proxy_protocol));
             }
             match found {
                 Some(i) if self.listeners[i].tls_cfg == l.tls => plan.keep.push(i),
@@ -410,6 +411,15 @@ impl Supervisor {
     /// (they stop accepting and close their connections politely; requests in flight
     /// finish). Binds that stay are not touched, and neither are their connections.
     fn apply_listeners(&mut self, plan: ListenerPlan, limits: &crate::config::LimitsConfig) {
+        for (i, on) in plan.proxy_protocol {
+            let r = &self.listeners[i];
+            if r.proxy_protocol
+                .swap(on, std::sync::atomic::Ordering::Relaxed)
+                != on
+            {
+                tracing::info!(listener = %r.name, proxy_protocol = on, "listener PROXY protocol setting changed");
+            }
+        }
         for (i, tls_cfg, tls) in plan.retls {
             let r = &mut self.listeners[i];
             if let Some(old) = r.tls_watch.take() {
@@ -459,6 +469,8 @@ struct RunningListener {
     bind: String,
     tls_cfg: Option<crate::config::ListenerTlsConfig>,
     tls: TlsSlot,
+    /// `proxy_protocol`, read by each new connection; a reload may switch it.
+    proxy_protocol: ProxyProtocolSlot,
     /// Stops the certificate-file watch of the current TLS settings.
     tls_watch: Option<CancellationToken>,
     /// Stops this listener alone (a child of the process's shutdown token).
@@ -478,6 +490,8 @@ struct ListenerPlan {
     )>,
     /// New listeners, bound and ready to serve.
     add: Vec<(Listener, crate::config::ListenerConfig)>,
+    /// Running listeners that stay, with their new `proxy_protocol` setting.
+    proxy_protocol: Vec<(usize, bool)>,
 }
 
 /// Bind a listener and load its certificates: everything that can fail, before serving.
@@ -500,7 +514,7 @@ async fn prepare_listener(
         ),
         None => None,
     };
-    Ok(bound.with_tls(tls))
+    Ok(bound.with_tls(tls).with_proxy_protocol(l.proxy_protocol))
 }
 
 /// Start serving a bound listener.
@@ -515,6 +529,7 @@ fn launch_listener(
     tracing::info!(listener = %l.name, addr = %l.local_addr, "listening");
     let stop = shutdown.child_token();
     let tls = l.tls_slot();
+    let proxy_protocol = l.proxy_protocol_slot();
     let tls_watch = tls.load_full().map(|t| {
         let token = stop.child_token();
         t.watch(token.clone(), tracker);
@@ -525,6 +540,7 @@ fn launch_listener(
         bind: cfg.bind.clone(),
         tls_cfg: cfg.tls.clone(),
         tls,
+        proxy_protocol,
         tls_watch,
         stop: stop.clone(),
     };

@@ -4,7 +4,9 @@
 //! modules, in the order a request meets them:
 //!
 //! - [`listener`]: accept connections, serve HTTP/1.1 and HTTP/2 (h2c, or h2 over TLS) with
-//!   hyper; [`tls`]: rustls termination (SNI, certificate reload) and HTTPS-upstream settings;
+//!   hyper; [`proxy_protocol`]: the PROXY v1/v2 header an L4 balancer sends first;
+//!   [`tls`]: rustls termination (SNI, certificate reload) and HTTPS-upstream settings;
+//!   [`conn_timeout`]: the header-read and idle timeouts of client connections;
 //! - [`proxy`]: the request path — [`router`] → [`snapshot`] pool → strategy (the
 //!   `strategies` crate) → [`upstream`] client ([`h1pool`] for plain HTTP/1.1 nodes) →
 //!   response [`body`];
@@ -25,6 +27,7 @@ pub mod app;
 pub mod body;
 pub mod budget;
 pub mod config;
+pub mod conn_timeout;
 pub mod demo;
 pub mod error;
 pub mod h1pool;
@@ -35,6 +38,7 @@ pub mod metrics;
 pub mod node_cli;
 pub mod outlier;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod registry;
 pub mod router;
 pub mod snapshot;

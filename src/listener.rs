@@ -15,23 +15,38 @@
 //! bodies are flow-controlled with fixed windows ([`H2_STREAM_WINDOW`] per stream,
 //! [`H2_CONNECTION_WINDOW`] per connection), so a client uploading fast cannot make us buffer
 //! more than that per connection while the upstream reads slowly.
+//!
+//! Per connection, in order: the `limits.max_connections` cap (over it, the connection is
+//! closed at once and counted); on a `proxy_protocol` listener the PROXY header
+//! ([`crate::proxy_protocol`]), whose source address becomes the client address; the TLS
+//! handshake; then HTTP, with the header-read and idle timeouts of [`crate::conn_timeout`]
+//! (hyper's own header timeout is off: it would also cut idle keep-alive connections).
+//! Request heads over `limits.max_header_bytes` are answered 431 by hyper itself: HTTP/1 by
+//! its read-buffer cap (`max_buf_size`), HTTP/2 by `SETTINGS_MAX_HEADER_LIST_SIZE`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::rt::{Read, Write};
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus::IntCounter;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::LimitsConfig;
+use crate::conn_timeout::{Activity, Check, Expired, Timeouts, Tracked, TrackedBody};
+use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, Proxy};
+use crate::proxy_protocol;
 use crate::tls::TlsTerminator;
 
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
@@ -59,10 +74,16 @@ pub struct Listener {
     /// supervisor, so a reload can add, change or remove TLS on a bind that stays: each
     /// new connection reads the current value.
     tls: TlsSlot,
+    /// `proxy_protocol`: every connection starts with a PROXY header. Shared with the
+    /// supervisor like `tls`, so a reload can switch it on a bind that stays.
+    proxy_protocol: ProxyProtocolSlot,
 }
 
 /// The current TLS terminator of a listener (`None`: plain HTTP).
 pub type TlsSlot = Arc<arc_swap::ArcSwapOption<TlsTerminator>>;
+
+/// Whether a listener's new connections must start with a PROXY header.
+pub type ProxyProtocolSlot = Arc<AtomicBool>;
 
 impl Listener {
     /// Bind `addr`. Binding happens before anything is served, so a taken port fails start-up
@@ -75,7 +96,20 @@ impl Listener {
             local_addr,
             tcp,
             tls: TlsSlot::default(),
+            proxy_protocol: ProxyProtocolSlot::default(),
         })
+    }
+
+    /// Expect a PROXY v1/v2 header at the start of every connection (`proxy_protocol: true`):
+    /// its source address becomes the client address. Without it, no header is ever parsed.
+    pub fn with_proxy_protocol(self, on: bool) -> Listener {
+        self.proxy_protocol.store(on, Ordering::Relaxed);
+        self
+    }
+
+    /// The listener's PROXY-protocol switch: the supervisor keeps it for reloads.
+    pub fn proxy_protocol_slot(&self) -> ProxyProtocolSlot {
+        Arc::clone(&self.proxy_protocol)
     }
 
     /// Terminate TLS on this listener (build the terminator with [`TlsTerminator::new`]);
@@ -104,6 +138,11 @@ pub struct ServeContext {
 /// Accept connections until shutdown.
 pub async fn serve(listener: Listener, ctx: Arc<ServeContext>) {
     let active = ctx.proxy.metrics.downstream_connections(&listener.name);
+    let conn_ctx = Arc::new(ConnContext::new(
+        &listener.name,
+        &ctx.proxy.metrics,
+        &ctx.limits,
+    ));
     let slots = Arc::new(Semaphore::new(ctx.limits.max_connections as usize));
     let builders = Arc::new(Builders::new(&ctx.limits));
     loop {
@@ -122,30 +161,145 @@ pub async fn serve(listener: Listener, ctx: Arc<ServeContext>) {
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             // Over `limits.max_connections`: refuse at once by closing; the connections we
-            // already have keep working.
+            // already have keep working. (Not accepting at all would leave clients waiting
+            // in the kernel's backlog with no answer.)
+            conn_ctx.refused.inc();
             tracing::debug!(listener = %listener.name, %peer, "connection refused: max_connections reached");
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
         let ctx2 = Arc::clone(&ctx);
+        let conn_ctx = Arc::clone(&conn_ctx);
         let builders = Arc::clone(&builders);
         let tls = listener.tls.load_full();
+        let proxy_protocol = listener.proxy_protocol.load(Ordering::Relaxed);
         let active = active.clone();
         ctx.tracker.spawn(async move {
             active.inc();
-            match tls {
-                None => {
-                    let info = ConnInfo { peer, https: false };
-                    serve_connection(TokioIo::new(stream), info, &ctx2, &builders.auto).await;
-                }
-                Some(tls) => serve_tls(stream, peer, &ctx2, &tls, &builders).await,
-            }
+            let accepted = Accepted {
+                stream,
+                peer,
+                proxy_protocol,
+                tls,
+            };
+            serve_accepted(accepted, &ctx2, &conn_ctx, &builders).await;
             active.dec();
             drop(permit);
         });
     }
     tracing::info!(listener = %listener.name, "listener stopped accepting");
+}
+
+/// What one listener's connections share besides [`ServeContext`]: its name, the two
+/// timeouts, and its metric handles (resolved once here, never per connection).
+struct ConnContext {
+    listener: String,
+    timeouts: Timeouts,
+    refused: IntCounter,
+    /// `switchyard_downstream_timeouts_total`: `header_read`, then `idle`.
+    timeouts_total: [IntCounter; 2],
+    /// `switchyard_proxy_protocol_errors_total`: `invalid`, `timeout`, `eof`.
+    proxy_errors: [IntCounter; 3],
+}
+
+impl ConnContext {
+    fn new(listener: &str, metrics: &Metrics, limits: &LimitsConfig) -> ConnContext {
+        ConnContext {
+            listener: listener.to_string(),
+            timeouts: Timeouts {
+                header_read: limits.header_read_timeout.0,
+                idle: limits.idle_timeout.0,
+            },
+            refused: metrics.connections_refused(listener),
+            timeouts_total: [Expired::HeaderRead, Expired::Idle]
+                .map(|e| metrics.downstream_timeouts(listener, e.as_str())),
+            proxy_errors: ["invalid", "timeout", "eof"]
+                .map(|r| metrics.proxy_protocol_errors(listener, r)),
+        }
+    }
+
+    fn timed_out(&self, e: Expired) -> &IntCounter {
+        match e {
+            Expired::HeaderRead => &self.timeouts_total[0],
+            Expired::Idle => &self.timeouts_total[1],
+        }
+    }
+
+    fn proxy_error(&self, reason: &str) -> &IntCounter {
+        match reason {
+            "invalid" => &self.proxy_errors[0],
+            "timeout" => &self.proxy_errors[1],
+            _ => &self.proxy_errors[2],
+        }
+    }
+}
+
+/// A connection just accepted, with its listener's settings at that moment.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy_protocol: bool,
+    tls: Option<Arc<TlsTerminator>>,
+}
+
+/// PROXY header (if the listener expects one), TLS handshake (if any), then HTTP.
+async fn serve_accepted(
+    accepted: Accepted,
+    ctx: &ServeContext,
+    conn_ctx: &ConnContext,
+    builders: &Builders,
+) {
+    let Accepted {
+        mut stream,
+        mut peer,
+        proxy_protocol,
+        tls,
+    } = accepted;
+    if proxy_protocol {
+        match read_proxy_header(&mut stream, ctx, conn_ctx).await {
+            Some(header) => peer = header.client_addr(peer),
+            None => return,
+        }
+    }
+    match tls {
+        None => {
+            let info = ConnInfo { peer, https: false };
+            serve_connection(stream, info, ctx, conn_ctx, &builders.auto).await;
+        }
+        Some(tls) => serve_tls(stream, peer, ctx, conn_ctx, &tls, builders).await,
+    }
+}
+
+/// Read the PROXY header, bounded by `header_read_timeout`; `None` (logged and counted)
+/// when the connection must be closed.
+async fn read_proxy_header(
+    stream: &mut TcpStream,
+    ctx: &ServeContext,
+    conn_ctx: &ConnContext,
+) -> Option<proxy_protocol::Header> {
+    let timeout = ctx.limits.header_read_timeout.0;
+    let read = tokio::select! {
+        r = tokio::time::timeout(timeout, proxy_protocol::read_header(stream)) => r,
+        _ = ctx.shutdown.cancelled() => return None,
+    };
+    let (reason, error) = match read {
+        Ok(Ok(header)) => return Some(header),
+        Ok(Err(e)) => (e.reason(), e.to_string()),
+        Err(_) => (
+            "timeout",
+            "no complete PROXY header within header_read_timeout".into(),
+        ),
+    };
+    conn_ctx.proxy_error(reason).inc();
+    tracing::debug!(
+        listener = %conn_ctx.listener,
+        peer = ?stream.peer_addr().ok(),
+        reason,
+        %error,
+        "connection closed: PROXY protocol header"
+    );
+    None
 }
 
 /// The connection builders of one listener: protocol detected, or fixed by ALPN.
@@ -172,7 +326,11 @@ fn http_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(limits.header_read_timeout.0)
+        // Off: `conn_timeout` applies header_read_timeout and idle_timeout itself (hyper's
+        // would also cut idle keep-alive connections; its default is 30 s, not none).
+        .header_read_timeout(None)
+        // A head not complete within this many buffered bytes is answered 431 by hyper.
+        // (validate.rs keeps max_header_bytes >= 8 KiB, hyper's minimum buffer.)
         .max_buf_size((limits.max_header_bytes.0 as usize).max(8192));
     builder
         .http2()
@@ -190,6 +348,7 @@ async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: &ServeContext,
+    conn_ctx: &ConnContext,
     tls: &TlsTerminator,
     builders: &Builders,
 ) {
@@ -204,30 +363,83 @@ async fn serve_tls(
         _ => &builders.auto,
     };
     let info = ConnInfo { peer, https: true };
-    serve_connection(TokioIo::new(stream), info, ctx, builder).await;
+    serve_connection(stream, info, ctx, conn_ctx, builder).await;
 }
 
+/// Serve HTTP on `io` until the client closes, a timeout of [`crate::conn_timeout`] closes
+/// it, or shutdown closes it politely.
 async fn serve_connection<I>(
     io: I,
     info: ConnInfo,
     ctx: &ServeContext,
+    conn_ctx: &ConnContext,
     builder: &auto::Builder<TokioExecutor>,
 ) where
-    I: Read + Write + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
+    let activity = Activity::new();
+    let io = TokioIo::new(Tracked::new(io, Arc::clone(&activity)));
     let proxy = Arc::clone(&ctx.proxy);
-    let svc = service_fn(move |req| {
+    let svc_activity = Arc::clone(&activity);
+    let svc = service_fn(move |req: Request<Incoming>| {
         let proxy = Arc::clone(&proxy);
-        async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
+        let guard = svc_activity.request(req.version());
+        async move {
+            let resp = proxy.handle(req, info).await;
+            Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, guard)))
+        }
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
-    let res = tokio::select! {
-        res = conn.as_mut() => res,
-        _ = ctx.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let timeouts = conn_ctx.timeouts;
+    // The connection's one timer: it wakes at the earliest moment a limit could pass and
+    // asks `activity` whether one did (requests since then only push the deadline back).
+    let sleep = tokio::time::sleep(timeouts.header_read);
+    tokio::pin!(sleep);
+    // Shutdown asked the connection to close (graceful_shutdown).
+    let mut draining = false;
+    // idle_timeout asked it to close; one more expiry and it is dropped.
+    let mut idle_closed = false;
+    let res = loop {
+        tokio::select! {
+            res = conn.as_mut() => break res,
+            _ = ctx.shutdown.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = sleep.as_mut() => {
+                let now = std::time::Instant::now();
+                let expired = match activity.check(&timeouts, now) {
+                    Check::Until(at) => {
+                        sleep.as_mut().reset(at.into());
+                        continue;
+                    }
+                    // Closed politely a grace period ago and still idle: drop it.
+                    Check::Expired(Expired::Idle) if idle_closed => return,
+                    Check::Expired(expired) => expired,
+                };
+                conn_ctx.timed_out(expired).inc();
+                tracing::debug!(
+                    listener = %conn_ctx.listener,
+                    %peer,
+                    timeout = expired.as_str(),
+                    "client connection timed out"
+                );
+                match expired {
+                    // A late head: close now, as hyper's own timeout would.
+                    Expired::HeaderRead => return,
+                    // Idle and already draining: nothing in flight to wait for.
+                    Expired::Idle if draining => return,
+                    // Idle: close politely (HTTP/1.1 closes at once, HTTP/2 gets a GOAWAY)
+                    // and give it one header_read_timeout to do so.
+                    Expired::Idle => {
+                        idle_closed = true;
+                        conn.as_mut().graceful_shutdown();
+                        sleep.as_mut().reset((now + timeouts.header_read).into());
+                    }
+                }
+            }
         }
     };
     if let Err(e) = res {

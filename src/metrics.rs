@@ -27,6 +27,10 @@ pub mod names {
     pub const RATE_LIMITED_TOTAL: &str = "switchyard_rate_limited_total";
     pub const ACCESS_LOG_DROPPED_TOTAL: &str = "switchyard_access_log_dropped_total";
     pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "switchyard_tls_handshake_errors_total";
+    pub const DOWNSTREAM_CONNECTIONS_REFUSED_TOTAL: &str =
+        "switchyard_downstream_connections_refused_total";
+    pub const DOWNSTREAM_TIMEOUTS_TOTAL: &str = "switchyard_downstream_timeouts_total";
+    pub const PROXY_PROTOCOL_ERRORS_TOTAL: &str = "switchyard_proxy_protocol_errors_total";
 }
 
 /// The label value used for requests that matched no route.
@@ -87,6 +91,12 @@ pub struct Metrics {
     pub access_log_dropped_total: IntCounter,
     /// Failed downstream TLS handshakes, by reason (`tls::HandshakeFailure`).
     tls_handshake_errors_total: IntCounterVec,
+    /// Connections closed at once because the listener was at `limits.max_connections`.
+    downstream_connections_refused_total: IntCounterVec,
+    /// Client connections closed by `header_read_timeout` or `idle_timeout`.
+    downstream_timeouts_total: IntCounterVec,
+    /// Connections closed because their PROXY header was missing, invalid or late.
+    proxy_protocol_errors_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -206,6 +216,29 @@ impl Metrics {
                  incompatible, cert_rejected, timeout, eof, other).",
                 &["reason"],
             ),
+            downstream_connections_refused_total: counter(
+                &registry,
+                names::DOWNSTREAM_CONNECTIONS_REFUSED_TOTAL,
+                "Client connections closed at once because the listener was at \
+                 limits.max_connections.",
+                &["listener"],
+            ),
+            downstream_timeouts_total: counter(
+                &registry,
+                names::DOWNSTREAM_TIMEOUTS_TOTAL,
+                "Client connections closed by a timeout: header_read (a request head, or the \
+                 first request, too slow) or idle (keep-alive connection unused for \
+                 limits.idle_timeout).",
+                &["listener", "timeout"],
+            ),
+            proxy_protocol_errors_total: counter(
+                &registry,
+                names::PROXY_PROTOCOL_ERRORS_TOTAL,
+                "Connections closed on a proxy_protocol listener because the PROXY header was \
+                 invalid (or missing), not complete within limits.header_read_timeout \
+                 (timeout), or cut short by the client (eof).",
+                &["listener", "reason"],
+            ),
             registry,
         }
     }
@@ -236,6 +269,24 @@ impl Metrics {
 
     pub fn rate_limited(&self, listener: &str) -> IntCounter {
         self.rate_limited_total.with_label_values(&[listener])
+    }
+
+    /// Connections refused at `limits.max_connections` (resolved once per listener).
+    pub fn connections_refused(&self, listener: &str) -> IntCounter {
+        self.downstream_connections_refused_total
+            .with_label_values(&[listener])
+    }
+
+    /// Connections closed by a timeout (`timeout`: `header_read` or `idle`).
+    pub fn downstream_timeouts(&self, listener: &str, timeout: &str) -> IntCounter {
+        self.downstream_timeouts_total
+            .with_label_values(&[listener, timeout])
+    }
+
+    /// PROXY header failures (`reason`: `invalid`, `timeout`, `eof`).
+    pub fn proxy_protocol_errors(&self, listener: &str, reason: &str) -> IntCounter {
+        self.proxy_protocol_errors_total
+            .with_label_values(&[listener, reason])
     }
 
     /// The handshake-failure counter for one `reason` (resolved once per TLS listener).

@@ -12,6 +12,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod raw;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
