@@ -5,6 +5,7 @@
 //!
 //! - [`listener`]: accept connections, serve HTTP/1.1 and HTTP/2 (h2c, or h2 over TLS) with
 //!   hyper; [`tls`]: rustls termination (SNI, certificate reload) and HTTPS-upstream settings;
+//! - [`ratelimit`]: the per-client token buckets of `rate_limit`, checked before routing;
 //! - [`proxy`]: the request path — [`router`] → [`snapshot`] pool → strategy (the
 //!   `strategies` crate) → [`upstream`] client ([`h1pool`] for plain HTTP/1.1 nodes) →
 //!   response [`body`];
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod node_cli;
 pub mod outlier;
 pub mod proxy;
+pub mod ratelimit;
 pub mod registry;
 pub mod router;
 pub mod snapshot;
