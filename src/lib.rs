@@ -5,6 +5,7 @@
 //!
 //! - [`listener`]: accept connections, serve HTTP/1.1 and HTTP/2 (h2c, or h2 over TLS) with
 //!   hyper; [`tls`]: rustls termination (SNI, certificate reload) and HTTPS-upstream settings;
+//!   [`h1guard`]: the request-smuggling checks on HTTP/1 bytes that hyper does not make;
 //! - [`ratelimit`]: the per-client token buckets of `rate_limit`, checked before routing;
 //! - [`proxy`]: the request path — [`router`] → [`snapshot`] pool → strategy (the
 //!   `strategies` crate) → [`upstream`] client ([`h1pool`] for plain HTTP/1.1 nodes) →
@@ -28,6 +29,7 @@ pub mod budget;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod h1guard;
 pub mod h1pool;
 pub mod headers;
 pub mod health;
