@@ -11,6 +11,10 @@
 //! only that connection. ALPN decides the protocol: `h2` → HTTP/2, `http/1.1` → HTTP/1.1,
 //! none → detected as on a plain listener. The listener also runs its certificate-file watch.
 //!
+//! HTTP/1 connections (plain listeners, and TLS without ALPN `h2`) are read through the
+//! framing guard ([`crate::h1guard`]), which tells the proxy which request to refuse as
+//! smuggling.
+//!
 //! HTTP/2 settings: up to [`H2_MAX_CONCURRENT_STREAMS`] streams per connection; request
 //! bodies are flow-controlled with fixed windows ([`H2_STREAM_WINDOW`] per stream,
 //! [`H2_CONNECTION_WINDOW`] per connection), so a client uploading fast cannot make us buffer
@@ -25,13 +29,15 @@ use hyper::rt::{Read, Write};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::LimitsConfig;
-use crate::proxy::{ConnInfo, Proxy};
+use crate::h1guard::{GuardHandle, GuardedIo};
+use crate::proxy::{ConnInfo, ListenerInfo, Proxy};
 use crate::tls::TlsTerminator;
 
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
@@ -101,9 +107,21 @@ pub struct ServeContext {
     pub tracker: TaskTracker,
 }
 
+/// What every request of one listener needs: one `Arc` per listener, cloned per request.
+struct Handler {
+    proxy: Arc<Proxy>,
+    listener: ListenerInfo,
+}
+
 /// Accept connections until shutdown.
 pub async fn serve(listener: Listener, ctx: Arc<ServeContext>) {
     let active = ctx.proxy.metrics.downstream_connections(&listener.name);
+    let handler = Arc::new(Handler {
+        proxy: Arc::clone(&ctx.proxy),
+        listener: ListenerInfo {
+            rate_limited: ctx.proxy.metrics.rate_limited(&listener.name),
+        },
+    });
     let slots = Arc::new(Semaphore::new(ctx.limits.max_connections as usize));
     let builders = Arc::new(Builders::new(&ctx.limits));
     loop {
@@ -132,14 +150,19 @@ pub async fn serve(listener: Listener, ctx: Arc<ServeContext>) {
         let builders = Arc::clone(&builders);
         let tls = listener.tls.load_full();
         let active = active.clone();
+        let handler = Arc::clone(&handler);
         ctx.tracker.spawn(async move {
             active.inc();
             match tls {
                 None => {
-                    let info = ConnInfo { peer, https: false };
-                    serve_connection(TokioIo::new(stream), info, &ctx2, &builders.auto).await;
+                    let info = ConnInfo {
+                        peer,
+                        https: false,
+                        malformed: None,
+                    };
+                    serve_guarded(stream, info, &ctx2, &handler, &builders.auto).await;
                 }
-                Some(tls) => serve_tls(stream, peer, &ctx2, &tls, &builders).await,
+                Some(tls) => serve_tls(stream, peer, &ctx2, &handler, &tls, &builders).await,
             }
             active.dec();
             drop(permit);
@@ -190,6 +213,7 @@ async fn serve_tls(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: &ServeContext,
+    handler: &Arc<Handler>,
     tls: &TlsTerminator,
     builders: &Builders,
 ) {
@@ -198,28 +222,58 @@ async fn serve_tls(
         _ = ctx.shutdown.cancelled() => None,
     };
     let Some(stream) = accepted else { return };
-    let builder = match stream.get_ref().1.alpn_protocol() {
-        Some(crate::tls::ALPN_H2) => &builders.http2,
-        Some(crate::tls::ALPN_HTTP11) => &builders.http1,
-        _ => &builders.auto,
+    let info = ConnInfo {
+        peer,
+        https: true,
+        malformed: None,
     };
-    let info = ConnInfo { peer, https: true };
-    serve_connection(TokioIo::new(stream), info, ctx, builder).await;
+    match stream.get_ref().1.alpn_protocol() {
+        // HTTP/2 frames its messages itself: nothing for the HTTP/1 guard to watch.
+        Some(crate::tls::ALPN_H2) => {
+            let io = TokioIo::new(stream);
+            serve_connection(io, info, None, ctx, handler, &builders.http2).await;
+        }
+        Some(crate::tls::ALPN_HTTP11) => {
+            serve_guarded(stream, info, ctx, handler, &builders.http1).await;
+        }
+        _ => serve_guarded(stream, info, ctx, handler, &builders.auto).await,
+    }
+}
+
+/// Serve a connection that may speak HTTP/1 through the framing guard.
+async fn serve_guarded<S>(
+    stream: S,
+    info: ConnInfo,
+    ctx: &ServeContext,
+    handler: &Arc<Handler>,
+    builder: &auto::Builder<TokioExecutor>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (io, guard) = GuardedIo::new(stream);
+    serve_connection(TokioIo::new(io), info, Some(guard), ctx, handler, builder).await;
 }
 
 async fn serve_connection<I>(
     io: I,
     info: ConnInfo,
+    guard: Option<GuardHandle>,
     ctx: &ServeContext,
+    handler: &Arc<Handler>,
     builder: &auto::Builder<TokioExecutor>,
 ) where
     I: Read + Write + Unpin + Send + 'static,
 {
     let peer = info.peer;
-    let proxy = Arc::clone(&ctx.proxy);
+    let handler = Arc::clone(handler);
     let svc = service_fn(move |req| {
-        let proxy = Arc::clone(&proxy);
-        async move { Ok::<_, Infallible>(proxy.handle(req, info).await) }
+        let handler = Arc::clone(&handler);
+        let mut info = info;
+        info.malformed = guard.as_ref().and_then(GuardHandle::next_request);
+        async move {
+            let resp = handler.proxy.handle(req, info, &handler.listener).await;
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
