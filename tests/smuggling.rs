@@ -36,6 +36,18 @@ async fn assert_refused(sy: &Switchyard, name: &str, bytes: &[u8]) {
     );
 }
 
+/// Like [`assert_refused`], for a status other than 400.
+async fn assert_refused_with(sy: &Switchyard, name: &str, bytes: &[u8], status: u16) {
+    let mut c = RawConn::connect(sy.http()).await;
+    let _ = c.send(bytes).await;
+    let resp = c
+        .read_response()
+        .await
+        .unwrap_or_else(|| panic!("{name}: the connection closed without an answer"));
+    assert_eq!(resp.status, status, "{name}: {resp:?}");
+    assert_eq!(c.after(WAIT).await, After::Closed, "{name}: left open");
+}
+
 /// Whatever was refused, the backend saw nothing of it, and a normal request still works.
 async fn assert_backend_untouched_and_healthy(sy: &Switchyard, b: &Backend) {
     assert_eq!(
@@ -194,6 +206,12 @@ async fn malformed_heads_are_refused() {
     for (name, bytes) in &cases {
         assert_refused(&sy, name, bytes).await;
     }
+    // A head over `max_header_bytes` (64 KiB by default): 431.
+    let huge = format!(
+        "GET /a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "v".repeat(70 * 1024)
+    );
+    assert_refused_with(&sy, "head over max_header_bytes", huge.as_bytes(), 431).await;
     assert_backend_untouched_and_healthy(&sy, &b).await;
 }
 
