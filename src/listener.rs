@@ -240,7 +240,9 @@ async fn serve_tls(
     }
 }
 
-/// Serve a connection that may speak HTTP/1 through the framing guard.
+/// Serve a connection that may speak HTTP/1 through the framing guard. The guard must see
+/// only HTTP bytes: anything read before the first request (a PROXY protocol header, say)
+/// has to be consumed before the stream is handed in here.
 async fn serve_guarded<S>(
     stream: S,
     info: ConnInfo,

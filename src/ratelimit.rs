@@ -13,7 +13,7 @@
 //! client is one client whichever listener it uses (refusals are counted per listener).
 //!
 //! **Bounded memory.** The table is [`SHARDS`] independently locked shards of at most
-//! [`SHARD_CAPACITY`] buckets each ([`MAX_BUCKETS`] in all, about 4 MiB at most). A new
+//! [`SHARD_CAPACITY`] buckets each ([`MAX_BUCKETS`] in all, under 5 MiB). A new
 //! client in a full shard first drops every bucket that has refilled to full — such a bucket
 //! carries no information: a new bucket would start in the same state — and, when that frees
 //! less than an eighth of the shard (a flood of distinct addresses, all of them recent), the
@@ -41,7 +41,7 @@ use crate::config::RateLimitConfig;
 pub const SHARDS: usize = 64;
 
 /// Buckets per shard. With [`SHARDS`] this bounds the table to [`MAX_BUCKETS`] clients at
-/// about 64 bytes each (key, bucket and hash-map overhead): about 4 MiB in the worst case.
+/// about 70 bytes each (key, bucket, hash-map slack, eviction scratch): under 5 MiB.
 /// Only clients seen within the last `burst / requests_per_second` seconds hold a bucket
 /// that is not full, so this covers 65 536 clients active at once.
 pub const SHARD_CAPACITY: usize = 1024;
