@@ -24,7 +24,7 @@
 //! **Cost.** A check is one cheap hash to pick the shard, one lock held for a hash-map
 //! lookup and a few float operations, and nothing else: no allocation except when a new
 //! client joins, no global lock, no I/O. Without a `rate_limit` section there is no limiter
-//! at all (`Option::None` on the snapshot). `benches/ratelimit.rs` measures it.
+//! at all (`Option::None` on the snapshot). `benches/request_checks.rs` measures it.
 //!
 //! The table survives config reloads (the snapshot builder hands the previous table to the
 //! new limiter), so changing `requests_per_second` or `burst` applies at reload without
