@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side HTTP/1.1 reverse-proxy benchmark: switchyard vs nginx vs HAProxy (see README.md).
-#   run.sh [--record] TARGET              TARGET = direct | nginx | haproxy | switchyard | custom:HOST:PORT
+#   run.sh [--record] TARGET              TARGET = direct | nginx | haproxy | switchyard | switchyard-ratelimit | custom:HOST:PORT
 #   run.sh [--record] compare T1 T2 ...   T1 T2 ... T1 T2 ... for $ROUNDS rounds, then medians + ratios
+# switchyard-ratelimit is switchyard with a rate_limit that never triggers (conf/switchyard-ratelimit.yaml):
+# `compare switchyard switchyard-ratelimit` gives the "rate limiting on vs off" ratio.
 # --record appends a dated section (command, machine, table of results) to bench/RESULTS.md;
 # RESULTS=FILE does the same to FILE. Every other knob is an environment variable; defaults below.
 set -euo pipefail
@@ -70,7 +72,8 @@ check_target() {  # fail before any run starts when a target cannot run here
   case $1 in
     direct|custom:*:*) ;;
     nginx|haproxy) command -v "$1" >/dev/null || die "$1 not installed: run bench/setup.sh" ;;
-    switchyard)    [[ -x $SWITCHYARD_BIN ]] || die "no $SWITCHYARD_BIN: run 'cargo build --release' (or bench/setup.sh)"
+    switchyard|switchyard-ratelimit)
+                   [[ -x $SWITCHYARD_BIN ]] || die "no $SWITCHYARD_BIN: run 'cargo build --release' (or bench/setup.sh)"
                    if port_busy "$APORT"; then die "admin port $APORT already in use (APORT=...)"; fi ;;
     *) die "unknown target '$1'" ;;
   esac
@@ -84,7 +87,11 @@ start_proxy() { # nginx|haproxy|switchyard, foreground, pinned to PROXY_CPUS; se
                 taskset -c "$PROXY_CPUS" nginx -e "$SCRATCH/proxy.log" -c "$SCRATCH/nginx.conf" &>>"$SCRATCH/proxy.log" & ;;
     haproxy)    render "$HERE/conf/haproxy.cfg.in" "$SCRATCH/haproxy.cfg"
                 taskset -c "$PROXY_CPUS" haproxy -db -f "$SCRATCH/haproxy.cfg" &>"$SCRATCH/proxy.log" & ;;
-    switchyard) render "$HERE/conf/switchyard.yaml.in" "$SCRATCH/switchyard.yaml"
+    switchyard|switchyard-ratelimit)
+                render "$HERE/conf/switchyard.yaml.in" "$SCRATCH/switchyard.yaml"
+                if [[ $1 == switchyard-ratelimit ]]; then
+                  cat "$HERE/conf/switchyard-ratelimit.yaml" >> "$SCRATCH/switchyard.yaml"
+                fi
                 taskset -c "$PROXY_CPUS" "$SWITCHYARD_BIN" run -c "$SCRATCH/switchyard.yaml" --log-format text \
                   &>"$SCRATCH/proxy.log" & ;;
   esac
@@ -108,7 +115,7 @@ bench() {       # one measured run of one target -> one result line on stdout
   local target=$1 addr pids=""
   case $target in
     direct)        addr=127.0.0.1:$BPORT ;;
-    nginx|haproxy|switchyard)
+    nginx|haproxy|switchyard|switchyard-ratelimit)
                    start_proxy "$target"; addr=127.0.0.1:$PPORT; pids=$PROXY_PID ;;
     custom:*:*)    addr=${target#custom:}; wait_http "$addr"
                    pids=$(listen_pids "${addr##*:}")
@@ -232,7 +239,7 @@ if [[ ${1:-} == --record ]]; then
   shift; ARGS=("$@")
   [[ -n $RESULTS ]] || RESULTS=$HERE/RESULTS.md
 fi
-[[ $# -ge 1 ]] || die "usage: run.sh [--record] direct|nginx|haproxy|switchyard|custom:HOST:PORT | compare T1 T2 ..."
+[[ $# -ge 1 ]] || die "usage: run.sh [--record] direct|nginx|haproxy|switchyard|switchyard-ratelimit|custom:HOST:PORT | compare T1 T2 ..."
 if [[ $1 == compare ]]; then
   [[ $# -ge 2 ]] || die "compare needs targets"
   TARGETS=("${@:2}")

@@ -161,6 +161,11 @@ fn metrics(state: &AdminState) -> Response<ResponseBody> {
                 .set(node.stats.in_flight() as i64);
         }
     }
+    let buckets = snap.limits.rate_limit.as_ref().map_or(0, |rl| rl.buckets());
+    state
+        .metrics
+        .rate_limit_buckets
+        .set(i64::try_from(buckets).unwrap_or(i64::MAX));
     let mut resp = Response::new(ResponseBody::full(state.metrics.encode()));
     resp.headers_mut().insert(
         CONTENT_TYPE,

@@ -6,9 +6,17 @@
 //! (Linkerd's lesson): the node's in-flight count is released and the request's status,
 //! duration and access-log line are recorded — so a long download counts as load on its
 //! node for as long as it runs — and the pool's request timeout covers the whole exchange.
+//!
+//! With `limits.max_body_bytes`, a request body of unknown length (chunked, or HTTP/2
+//! without `content-length`) is streamed through [`LimitedBody`], which fails the body
+//! instead of passing on the frame that would cross the limit: the upstream request is
+//! aborted having received at most the limit. A body whose length is announced is checked
+//! against the limit before anything is sent (hyper holds the client to that length).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -30,7 +38,39 @@ pub enum RequestBody {
     Buffered(Option<Bytes>),
     /// The client's body, streamed as it arrives: sent once.
     Streaming(Incoming),
+    /// The same, cut at `limits.max_body_bytes` (only for bodies of unknown length).
+    Limited(LimitedBody),
 }
+
+/// A streamed request body that may not exceed a number of bytes.
+#[derive(Debug)]
+pub struct LimitedBody {
+    inner: Incoming,
+    /// Bytes the body may still carry.
+    left: u64,
+    /// Set when the limit was crossed, for the proxy to tell a client's oversized body
+    /// (413, not the node's fault) from an upstream failure once the send fails. Shared
+    /// because the body is polled by the upstream connection's task.
+    tripped: Arc<AtomicBool>,
+}
+
+impl LimitedBody {
+    /// `inner` limited to `limit` bytes; the flag is set if it tries to carry more.
+    pub fn new(inner: Incoming, limit: u64) -> (LimitedBody, Arc<AtomicBool>) {
+        let tripped = Arc::new(AtomicBool::new(false));
+        let body = LimitedBody {
+            inner,
+            left: limit,
+            tripped: Arc::clone(&tripped),
+        };
+        (body, tripped)
+    }
+}
+
+/// The request body crossed `limits.max_body_bytes`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than limits.max_body_bytes")]
+pub struct BodyTooLarge;
 
 impl RequestBody {
     /// A copy for another attempt, if this body can be sent again.
@@ -38,23 +78,36 @@ impl RequestBody {
         match self {
             RequestBody::Empty => Some(RequestBody::Empty),
             RequestBody::Buffered(b) => Some(RequestBody::Buffered(b.clone())),
-            RequestBody::Streaming(_) => None,
+            RequestBody::Streaming(_) | RequestBody::Limited(_) => None,
         }
     }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Buffered(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Streaming(inner) => Pin::new(inner).poll_frame(cx),
+            RequestBody::Streaming(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
+            RequestBody::Limited(l) => {
+                let res = Pin::new(&mut l.inner).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &res {
+                    let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if n > l.left {
+                        l.left = 0;
+                        l.tripped.store(true, Ordering::Release);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                    l.left -= n;
+                }
+                res.map_err(Into::into)
+            }
         }
     }
 
@@ -63,6 +116,7 @@ impl Body for RequestBody {
             RequestBody::Empty => true,
             RequestBody::Buffered(b) => b.is_none(),
             RequestBody::Streaming(inner) => inner.is_end_stream(),
+            RequestBody::Limited(l) => l.inner.is_end_stream(),
         }
     }
 
@@ -73,6 +127,7 @@ impl Body for RequestBody {
                 SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
             }
             RequestBody::Streaming(inner) => inner.size_hint(),
+            RequestBody::Limited(l) => l.inner.size_hint(),
         }
     }
 }

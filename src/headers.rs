@@ -1,5 +1,6 @@
 //! Header rules of a reverse proxy (DESIGN.md "Proxy behaviour"):
-//! hop-by-hop stripping, `X-Forwarded-*`, `X-Request-Id`.
+//! hop-by-hop stripping, `X-Forwarded-*`, `X-Request-Id`, and the client address behind
+//! trusted proxies ([`client_addr`]).
 //!
 //! Hop-by-hop headers describe one connection, not the message, so they are removed in both
 //! directions: `Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`,
@@ -12,6 +13,8 @@ use http::header::{
     HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::HeaderMap;
+
+use crate::config::Cidr;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -171,6 +174,69 @@ pub fn add_forwarding(
     }
 }
 
+/// The client address of a request (DESIGN.md "Forwarded headers"): the peer, or — when
+/// the peer is in `trusted_proxies` — the last untrusted hop of `X-Forwarded-For`.
+///
+/// `X-Forwarded-For` is walked from the right (every header line, in order, as one list):
+/// each trusted hop is stepped over, and the first untrusted address is the client. Every
+/// hop trusted: the leftmost. An entry that is not an address (`unknown`, an obfuscated
+/// name, garbage, a non-ASCII header) stops the walk: nothing to its left can be attributed,
+/// so the client is the nearest trusted hop seen so far — never an address the client could
+/// have written itself. `1.2.3.4:80`, `[2001:db8::1]` and `[2001:db8::1]:80` are read as
+/// their address. IPv4-mapped IPv6 addresses become IPv4. Costs nothing when
+/// `trusted_proxies` is empty or the peer is not in it.
+pub fn client_addr(peer: IpAddr, trusted: &[Cidr], headers: &HeaderMap) -> IpAddr {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if trusted.is_empty() || !is_trusted(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for line in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let Ok(line) = line.to_str() else {
+            return client;
+        };
+        for entry in line.rsplit(',') {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                // `a,,b` or a trailing comma: an empty list element, allowed by RFC 9110.
+                continue;
+            }
+            let Some(ip) = parse_forwarded_ip(entry) else {
+                return client;
+            };
+            client = ip.to_canonical();
+            if !is_trusted(client) {
+                return client;
+            }
+        }
+    }
+    client
+}
+
+/// An `X-Forwarded-For` entry as an address: `ip`, `ipv4:port`, `[ipv6]` or `[ipv6]:port`.
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty()
+            || after
+                .strip_prefix(':')
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        return if port_ok {
+            v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+        } else {
+            None
+        };
+    }
+    entry
+        .parse::<std::net::SocketAddrV4>()
+        .ok()
+        .map(|sa| IpAddr::V4(*sa.ip()))
+}
+
 /// The request's id: the client's `X-Request-Id` if it sent one, else a new one, which is
 /// inserted into the request.
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
@@ -251,6 +317,95 @@ mod tests {
             h.get(&X_FORWARDED_PROTO).map(|v| v.as_bytes()),
             Some(&b"http"[..])
         );
+    }
+
+    fn xff(values: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(&X_FORWARDED_FOR, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    fn nets(list: &[&str]) -> Vec<Cidr> {
+        list.iter().map(|s| Cidr::parse(s).expect("cidr")).collect()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn client_is_the_peer_unless_the_peer_is_trusted() {
+        let h = xff(&["1.1.1.1"]);
+        // No trusted proxies: X-Forwarded-For is not believed.
+        assert_eq!(client_addr(ip("10.0.0.1"), &[], &h), ip("10.0.0.1"));
+        // An untrusted peer: not believed either.
+        let t = nets(&["10.0.0.0/8"]);
+        assert_eq!(client_addr(ip("192.0.2.9"), &t, &h), ip("192.0.2.9"));
+        // A trusted peer: the last untrusted hop.
+        assert_eq!(client_addr(ip("10.0.0.1"), &t, &h), ip("1.1.1.1"));
+        // A trusted peer without X-Forwarded-For: the peer.
+        assert_eq!(
+            client_addr(ip("10.0.0.1"), &t, &HeaderMap::new()),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn client_walks_right_to_left_over_trusted_hops() {
+        let t = nets(&["10.0.0.0/8", "192.168.0.0/16"]);
+        // The client may prepend anything; only the hops our proxies appended count.
+        let h = xff(&["6.6.6.6, 2.2.2.2", "10.1.1.1, 192.168.3.4"]);
+        assert_eq!(client_addr(ip("10.0.0.1"), &t, &h), ip("2.2.2.2"));
+        // Every hop trusted: the leftmost.
+        let h = xff(&["10.9.9.9, 10.1.1.1"]);
+        assert_eq!(client_addr(ip("10.0.0.1"), &t, &h), ip("10.9.9.9"));
+        // Ports, brackets, spaces, empty elements, IPv4-mapped IPv6.
+        let h = xff(&["[2001:db8::7]:443 , ,10.2.2.2:8080"]);
+        assert_eq!(client_addr(ip("10.0.0.1"), &t, &h), ip("2001:db8::7"));
+        let h = xff(&["::ffff:203.0.113.5"]);
+        assert_eq!(client_addr(ip("10.0.0.1"), &t, &h), ip("203.0.113.5"));
+        // A peer given as IPv4-mapped IPv6 is matched against IPv4 networks.
+        let h = xff(&["198.51.100.1"]);
+        assert_eq!(
+            client_addr(ip("::ffff:10.0.0.1"), &t, &h),
+            ip("198.51.100.1")
+        );
+    }
+
+    #[test]
+    fn client_walk_stops_at_garbage() {
+        let t = nets(&["10.0.0.0/8"]);
+        // `unknown` written by a trusted hop: the address left of it cannot be attributed;
+        // the nearest trusted hop is the answer.
+        let h = xff(&["1.1.1.1, unknown, 10.3.3.3"]);
+        assert_eq!(client_addr(ip("10.0.0.1"), &t, &h), ip("10.3.3.3"));
+        let h = xff(&["1.1.1.1, ;DROP TABLE"]);
+        assert_eq!(client_addr(ip("10.0.0.1"), &t, &h), ip("10.0.0.1"));
+        for bad in [
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "1.2.3.4:",
+            "1.2.3.4:x",
+            "999.1.1.1",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(&X_FORWARDED_FOR, HeaderValue::from_str(bad).expect("value"));
+            assert_eq!(
+                client_addr(ip("10.0.0.1"), &t, &h),
+                ip("10.0.0.1"),
+                "{bad:?}"
+            );
+        }
+        // Non-ASCII bytes in the header: not readable, the peer.
+        let mut h = HeaderMap::new();
+        h.insert(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"1.1.1.1, \xff").expect("value"),
+        );
+        assert_eq!(client_addr(ip("10.0.0.1"), &t, &h), ip("10.0.0.1"));
     }
 
     #[test]

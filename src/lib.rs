@@ -7,6 +7,8 @@
 //!   hyper; [`proxy_protocol`]: the PROXY v1/v2 header an L4 balancer sends first;
 //!   [`tls`]: rustls termination (SNI, certificate reload) and HTTPS-upstream settings;
 //!   [`conn_timeout`]: the header-read and idle timeouts of client connections;
+//!   [`h1guard`]: the request-smuggling checks on HTTP/1 bytes that hyper does not make;
+//! - [`ratelimit`]: the per-client token buckets of `rate_limit`, checked before routing;
 //! - [`proxy`]: the request path — [`router`] → [`snapshot`] pool → strategy (the
 //!   `strategies` crate) → [`upstream`] client ([`h1pool`] for plain HTTP/1.1 nodes) →
 //!   response [`body`];
@@ -30,6 +32,7 @@ pub mod config;
 pub mod conn_timeout;
 pub mod demo;
 pub mod error;
+pub mod h1guard;
 pub mod h1pool;
 pub mod headers;
 pub mod health;
@@ -39,6 +42,7 @@ pub mod node_cli;
 pub mod outlier;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod ratelimit;
 pub mod registry;
 pub mod router;
 pub mod snapshot;

@@ -44,8 +44,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::LimitsConfig;
 use crate::conn_timeout::{Activity, Check, Expired, Timeouts, Tracked, TrackedBody};
+use crate::h1guard::{GuardHandle, GuardedIo};
 use crate::metrics::Metrics;
-use crate::proxy::{ConnInfo, Proxy};
+use crate::proxy::{ConnInfo, ListenerInfo, Proxy};
 use crate::proxy_protocol;
 use crate::tls::TlsTerminator;
 
@@ -135,9 +136,21 @@ pub struct ServeContext {
     pub tracker: TaskTracker,
 }
 
+/// What every request of one listener needs: one `Arc` per listener, cloned per request.
+struct Handler {
+    proxy: Arc<Proxy>,
+    listener: ListenerInfo,
+}
+
 /// Accept connections until shutdown.
 pub async fn serve(listener: Listener, ctx: Arc<ServeContext>) {
     let active = ctx.proxy.metrics.downstream_connections(&listener.name);
+    let handler = Arc::new(Handler {
+        proxy: Arc::clone(&ctx.proxy),
+        listener: ListenerInfo {
+            rate_limited: ctx.proxy.metrics.rate_limited(&listener.name),
+        },
+    });
     let conn_ctx = Arc::new(ConnContext::new(
         &listener.name,
         &ctx.proxy.metrics,
@@ -175,6 +188,7 @@ pub async fn serve(listener: Listener, ctx: Arc<ServeContext>) {
         let tls = listener.tls.load_full();
         let proxy_protocol = listener.proxy_protocol.load(Ordering::Relaxed);
         let active = active.clone();
+        let handler = Arc::clone(&handler);
         ctx.tracker.spawn(async move {
             active.inc();
             let accepted = Accepted {
@@ -183,7 +197,7 @@ pub async fn serve(listener: Listener, ctx: Arc<ServeContext>) {
                 proxy_protocol,
                 tls,
             };
-            serve_accepted(accepted, &ctx2, &conn_ctx, &builders).await;
+            serve_accepted(accepted, &ctx2, &conn_ctx, &handler, &builders).await;
             active.dec();
             drop(permit);
         });
@@ -248,6 +262,7 @@ async fn serve_accepted(
     accepted: Accepted,
     ctx: &ServeContext,
     conn_ctx: &ConnContext,
+    handler: &Arc<Handler>,
     builders: &Builders,
 ) {
     let Accepted {
@@ -262,12 +277,17 @@ async fn serve_accepted(
             None => return,
         }
     }
+    // The PROXY header is consumed by now: the HTTP/1 guard sees only HTTP bytes.
     match tls {
         None => {
-            let info = ConnInfo { peer, https: false };
-            serve_connection(stream, info, ctx, conn_ctx, &builders.auto).await;
+            let info = ConnInfo {
+                peer,
+                https: false,
+                malformed: None,
+            };
+            serve_guarded(stream, info, ctx, conn_ctx, handler, &builders.auto).await;
         }
-        Some(tls) => serve_tls(stream, peer, ctx, conn_ctx, &tls, builders).await,
+        Some(tls) => serve_tls(stream, peer, ctx, conn_ctx, handler, &tls, builders).await,
     }
 }
 
@@ -349,6 +369,7 @@ async fn serve_tls(
     peer: SocketAddr,
     ctx: &ServeContext,
     conn_ctx: &ConnContext,
+    handler: &Arc<Handler>,
     tls: &TlsTerminator,
     builders: &Builders,
 ) {
@@ -357,13 +378,38 @@ async fn serve_tls(
         _ = ctx.shutdown.cancelled() => None,
     };
     let Some(stream) = accepted else { return };
-    let builder = match stream.get_ref().1.alpn_protocol() {
-        Some(crate::tls::ALPN_H2) => &builders.http2,
-        Some(crate::tls::ALPN_HTTP11) => &builders.http1,
-        _ => &builders.auto,
+    let info = ConnInfo {
+        peer,
+        https: true,
+        malformed: None,
     };
-    let info = ConnInfo { peer, https: true };
-    serve_connection(stream, info, ctx, conn_ctx, builder).await;
+    match stream.get_ref().1.alpn_protocol() {
+        // HTTP/2 frames its messages itself: nothing for the HTTP/1 guard to watch.
+        Some(crate::tls::ALPN_H2) => {
+            serve_connection(stream, info, None, ctx, conn_ctx, handler, &builders.http2).await;
+        }
+        Some(crate::tls::ALPN_HTTP11) => {
+            serve_guarded(stream, info, ctx, conn_ctx, handler, &builders.http1).await;
+        }
+        _ => serve_guarded(stream, info, ctx, conn_ctx, handler, &builders.auto).await,
+    }
+}
+
+/// Serve a connection that may speak HTTP/1 through the framing guard. The guard must see
+/// only HTTP bytes: anything read before the first request (a PROXY protocol header, say)
+/// has to be consumed before the stream is handed in here.
+async fn serve_guarded<S>(
+    stream: S,
+    info: ConnInfo,
+    ctx: &ServeContext,
+    conn_ctx: &ConnContext,
+    handler: &Arc<Handler>,
+    builder: &auto::Builder<TokioExecutor>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (io, guard) = GuardedIo::new(stream);
+    serve_connection(io, info, Some(guard), ctx, conn_ctx, handler, builder).await;
 }
 
 /// Serve HTTP on `io` until the client closes, a timeout of [`crate::conn_timeout`] closes
@@ -371,8 +417,10 @@ async fn serve_tls(
 async fn serve_connection<I>(
     io: I,
     info: ConnInfo,
+    guard: Option<GuardHandle>,
     ctx: &ServeContext,
     conn_ctx: &ConnContext,
+    handler: &Arc<Handler>,
     builder: &auto::Builder<TokioExecutor>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -380,14 +428,16 @@ async fn serve_connection<I>(
     let peer = info.peer;
     let activity = Activity::new();
     let io = TokioIo::new(Tracked::new(io, Arc::clone(&activity)));
-    let proxy = Arc::clone(&ctx.proxy);
+    let handler = Arc::clone(handler);
     let svc_activity = Arc::clone(&activity);
     let svc = service_fn(move |req: Request<Incoming>| {
-        let proxy = Arc::clone(&proxy);
-        let guard = svc_activity.request(req.version());
+        let handler = Arc::clone(&handler);
+        let in_flight = svc_activity.request(req.version());
+        let mut info = info;
+        info.malformed = guard.as_ref().and_then(GuardHandle::next_request);
         async move {
-            let resp = proxy.handle(req, info).await;
-            Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, guard)))
+            let resp = handler.proxy.handle(req, info, &handler.listener).await;
+            Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
         }
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);

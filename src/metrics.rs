@@ -25,6 +25,7 @@ pub mod names {
     pub const REGISTRY_UPDATES_TOTAL: &str = "switchyard_registry_updates_total";
     pub const DOWNSTREAM_CONNECTIONS_ACTIVE: &str = "switchyard_downstream_connections_active";
     pub const RATE_LIMITED_TOTAL: &str = "switchyard_rate_limited_total";
+    pub const RATE_LIMIT_BUCKETS: &str = "switchyard_rate_limit_buckets";
     pub const ACCESS_LOG_DROPPED_TOTAL: &str = "switchyard_access_log_dropped_total";
     pub const TLS_HANDSHAKE_ERRORS_TOTAL: &str = "switchyard_tls_handshake_errors_total";
     pub const DOWNSTREAM_CONNECTIONS_REFUSED_TOTAL: &str =
@@ -88,6 +89,8 @@ pub struct Metrics {
     pub registry_updates_total: IntCounterVec,
     downstream_connections_active: IntGaugeVec,
     rate_limited_total: IntCounterVec,
+    /// Client buckets the rate limiter holds (set at scrape time from the snapshot).
+    pub rate_limit_buckets: IntGauge,
     pub access_log_dropped_total: IntCounter,
     /// Failed downstream TLS handshakes, by reason (`tls::HandshakeFailure`).
     tls_handshake_errors_total: IntCounterVec,
@@ -135,6 +138,14 @@ impl Metrics {
         .unwrap_or_else(|e| panic!("metric definition: {e}"));
         registry
             .register(Box::new(redis_connected.clone()))
+            .unwrap_or_else(|e| panic!("metric registration: {e}"));
+        let rate_limit_buckets = IntGauge::new(
+            names::RATE_LIMIT_BUCKETS,
+            "Client buckets held by the rate limiter (bounded; 0 without rate_limit).",
+        )
+        .unwrap_or_else(|e| panic!("metric definition: {e}"));
+        registry
+            .register(Box::new(rate_limit_buckets.clone()))
             .unwrap_or_else(|e| panic!("metric registration: {e}"));
         let access_log_dropped_total = IntCounter::new(
             names::ACCESS_LOG_DROPPED_TOTAL,
@@ -208,6 +219,7 @@ impl Metrics {
                 "Requests refused by the rate limiter, per listener.",
                 &["listener"],
             ),
+            rate_limit_buckets,
             access_log_dropped_total,
             tls_handshake_errors_total: counter(
                 &registry,

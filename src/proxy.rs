@@ -5,29 +5,41 @@
 //! pool's policy allows, and returns the upstream's response with a body wrapper that ends
 //! the in-flight accounting when the body ends. Protocol upgrades (WebSocket) are tunnelled
 //! both ways after the upstream's `101`.
+//!
+//! Before routing, every request goes through the checks that apply to the listener as a
+//! whole, in this order: a head the HTTP/1 framing guard refused ([`crate::h1guard`]) → 400
+//! and the connection closed; the client's rate limit ([`crate::ratelimit`]) → 429 with
+//! `Retry-After`; an announced body length over `limits.max_body_bytes` → 413. The client
+//! address they use is the peer's, or `X-Forwarded-For`'s behind `trusted_proxies`
+//! ([`headers::client_addr`]). Their answers are counted under the pool the request would
+//! have gone to (`none` without a route).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{HeaderValue, COOKIE, HOST};
+use http::header::{HeaderValue, CONNECTION, COOKIE, HOST, RETRY_AFTER};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use prometheus::IntCounter;
 use strategies::PickContext;
 use tokio_util::task::TaskTracker;
 
 use crate::accesslog::{AccessLog, Record};
-use crate::body::{Completion, PendingLog, RequestBody, ResponseBody};
+use crate::body::{Completion, LimitedBody, PendingLog, RequestBody, ResponseBody};
 use crate::config::HashKey;
 use crate::error::ProxyError;
+use crate::h1guard::Violation;
 use crate::h1pool;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::{Metrics, Outcome, PoolMetrics, NO_POOL};
 use crate::outlier;
+use crate::ratelimit::Refused;
 use crate::snapshot::{Pool, SnapshotCell};
 use crate::upstream::UpstreamError;
 
@@ -41,6 +53,24 @@ const EXCLUDE_CAP: usize = 32;
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub https: bool,
+    /// Set for the one request whose head the HTTP/1 framing guard refused: it is answered
+    /// 400 and the connection closed, and never forwarded.
+    pub malformed: Option<Violation>,
+}
+
+/// Handles of the listener a request arrived on, resolved once when the listener starts
+/// (no label lookup per request).
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    /// `switchyard_rate_limited_total{listener}`.
+    pub rate_limited: IntCounter,
+}
+
+/// Why a request is refused before routing.
+enum Refusal {
+    Malformed(Violation),
+    RateLimited(Refused),
+    BodyTooLarge,
 }
 
 /// State shared by every connection of every listener.
@@ -78,25 +108,43 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         conn: ConnInfo,
+        listener: &ListenerInfo,
     ) -> Response<ResponseBody> {
         let start = Instant::now();
         let request_id = headers::ensure_request_id(req.headers_mut());
 
         // One load of the snapshot per request; only the matched pool is kept past here.
-        let (pool, host) = {
+        let (pool, host, client, refusal, body_limit) = {
             let snap = self.snapshot.load();
+            let limits = &snap.limits;
+            let client =
+                headers::client_addr(conn.peer.ip(), &limits.trusted_proxies, req.headers());
             let host = request_host(&req);
             let pool = snap
                 .router
                 .route(host_str(host.as_ref()), req.uri().path())
                 .and_then(|i| snap.pools.get(i).cloned());
-            (pool, host)
+            let refusal = if let Some(v) = conn.malformed {
+                Some(Refusal::Malformed(v))
+            } else if let Some(Err(r)) =
+                limits.rate_limit.as_ref().map(|rl| rl.check(client, start))
+            {
+                Some(Refusal::RateLimited(r))
+            } else if limits
+                .max_body_bytes
+                .is_some_and(|max| req.body().size_hint().lower() > max)
+            {
+                Some(Refusal::BodyTooLarge)
+            } else {
+                None
+            };
+            (pool, host, client, refusal, limits.max_body_bytes)
         };
         let log = self.access_log.as_ref().map(|sink| PendingLog {
             sink: sink.clone(),
             record: Record {
                 time: SystemTime::now(),
-                client: conn.peer.ip(),
+                client,
                 method: req.method().clone(),
                 host: host_str(host.as_ref()).unwrap_or("").to_string(),
                 path: req.uri().path().to_string(),
@@ -112,17 +160,71 @@ impl Proxy {
                 request_id: request_id.to_str().unwrap_or("").to_string(),
             },
         });
+        let http1 = req.version() < Version::HTTP_2;
+        if let Some(refusal) = refusal {
+            let metrics = pool.as_ref().map_or(&self.no_route, |p| &p.metrics);
+            return self.refuse(refusal, metrics, listener, http1, start, request_id, log);
+        }
         let Some(pool) = pool else {
             return self.local_answer(ProxyError::NoRoute, &self.no_route, start, request_id, log);
         };
 
-        match self.forward(&pool, req, conn, start, log).await {
+        match self
+            .forward(&pool, req, conn, client, body_limit, start, log)
+            .await
+        {
             Ok(mut resp) => {
                 resp.headers_mut().insert(&X_REQUEST_ID, request_id);
                 resp
             }
-            Err((e, log)) => self.local_answer(e, &pool.metrics, start, request_id, log),
+            Err((e, log)) => {
+                // The rest of an oversized body is never read: do not wait for it.
+                let close = http1 && matches!(e, ProxyError::BodyTooLarge);
+                let mut resp = self.local_answer(e, &pool.metrics, start, request_id, log);
+                if close {
+                    resp.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                resp
+            }
         }
+    }
+
+    /// Answer a request refused before routing (see the module docs).
+    #[allow(clippy::too_many_arguments)]
+    fn refuse(
+        &self,
+        refusal: Refusal,
+        metrics: &PoolMetrics,
+        listener: &ListenerInfo,
+        http1: bool,
+        start: Instant,
+        request_id: HeaderValue,
+        log: Option<PendingLog>,
+    ) -> Response<ResponseBody> {
+        let (err, close) = match &refusal {
+            Refusal::Malformed(v) => {
+                tracing::debug!(violation = v.as_str(), "malformed request refused");
+                (ProxyError::BadRequest, true)
+            }
+            Refusal::RateLimited(_) => {
+                listener.rate_limited.inc();
+                (ProxyError::RateLimited, false)
+            }
+            // The body is not read: on HTTP/1.1 the connection cannot carry another request.
+            Refusal::BodyTooLarge => (ProxyError::BodyTooLarge, http1),
+        };
+        let mut resp = self.local_answer(err, metrics, start, request_id, log);
+        if let Refusal::RateLimited(r) = refusal {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(r.retry_after_secs));
+        }
+        if close {
+            // hyper closes an HTTP/1 connection after a response carrying this.
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }
 
     fn local_answer(
@@ -148,11 +250,14 @@ impl Proxy {
         resp
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         pool: &Pool,
         mut req: Request<Incoming>,
         conn: ConnInfo,
+        client: IpAddr,
+        body_limit: Option<u64>,
         start: Instant,
         mut log: Option<PendingLog>,
     ) -> Result<Response<ResponseBody>, (ProxyError, Option<PendingLog>)> {
@@ -162,7 +267,7 @@ impl Proxy {
         let hash = pool
             .hash_key
             .as_ref()
-            .map(|k| hash_for(k, &req, conn.peer.ip()))
+            .map(|k| hash_for(k, &req, client))
             .unwrap_or(0);
 
         let (parts, body) = req.into_parts();
@@ -185,10 +290,11 @@ impl Proxy {
         let policy = &pool.retry;
         let now_ms = strategies::now_ms();
         pool.budget.record_request(now_ms);
-        let mut body = match request_body(body, policy.attempts > 0, pool.request_timeout).await {
-            Ok(b) => b,
-            Err(e) => return Err((e, log)),
-        };
+        let (mut body, body_cut) =
+            match request_body(body, policy.attempts > 0, pool.request_timeout, body_limit).await {
+                Ok(b) => b,
+                Err(e) => return Err((e, log)),
+            };
 
         let max_attempts = (policy.attempts as usize + 1).min(MAX_ATTEMPTS);
         // Nodes this request must not be sent to again: tried ones, and ones found full.
@@ -336,6 +442,11 @@ impl Proxy {
                 }
                 Err(e) => {
                     drop(in_flight);
+                    if body_cut.as_ref().is_some_and(|c| c.load(Ordering::Acquire)) {
+                        // The client's body crossed `max_body_bytes` and the request was
+                        // aborted: the client's doing, not the node's.
+                        return Err((ProxyError::BodyTooLarge, log));
+                    }
                     // A node that stops answering must not look fast while its estimate
                     // decays: the time this attempt cost counts as its latency.
                     node.stats.observe_rtt(sent_at.elapsed());
@@ -375,30 +486,40 @@ impl Proxy {
 /// send them again; larger or unsized bodies stream and are sent once.
 pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
 
-/// Prepare the client's body for the upstream: empty, buffered for retries, or streaming.
+/// Prepare the client's body for the upstream: empty, buffered for retries, or streaming —
+/// cut at `limit` when its length is unknown (an announced length was checked against the
+/// limit already). The flag says whether the cut happened.
 /// Only buffering waits, in a boxed future: the common cases add nothing to the size of
 /// the request's future.
 async fn request_body(
     body: Incoming,
     retries_enabled: bool,
     timeout: std::time::Duration,
-) -> Result<RequestBody, ProxyError> {
+    limit: Option<u64>,
+) -> Result<(RequestBody, Option<Arc<AtomicBool>>), ProxyError> {
     if body.is_end_stream() {
-        return Ok(RequestBody::Empty);
+        return Ok((RequestBody::Empty, None));
     }
-    let small = body
-        .size_hint()
-        .exact()
-        .is_some_and(|n| n <= RETRY_BUFFER_LIMIT);
+    let exact = body.size_hint().exact();
+    let small = exact.is_some_and(|n| n <= RETRY_BUFFER_LIMIT);
     if !(retries_enabled && small) {
-        return Ok(RequestBody::Streaming(body));
+        return Ok(match (limit, exact) {
+            (Some(max), None) => {
+                let (limited, cut) = LimitedBody::new(body, max);
+                (RequestBody::Limited(limited), Some(cut))
+            }
+            _ => (RequestBody::Streaming(body), None),
+        });
     }
     Box::pin(buffer_body(body, timeout)).await
 }
 
-async fn buffer_body(body: Incoming, timeout: Duration) -> Result<RequestBody, ProxyError> {
+async fn buffer_body(
+    body: Incoming,
+    timeout: Duration,
+) -> Result<(RequestBody, Option<Arc<AtomicBool>>), ProxyError> {
     match tokio::time::timeout(timeout, body.collect()).await {
-        Ok(Ok(collected)) => Ok(RequestBody::Buffered(Some(collected.to_bytes()))),
+        Ok(Ok(collected)) => Ok((RequestBody::Buffered(Some(collected.to_bytes())), None)),
         // The client stopped sending (or went away) before the body was complete.
         Ok(Err(_)) | Err(_) => Err(ProxyError::BadRequest),
     }

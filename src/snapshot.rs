@@ -21,6 +21,7 @@ use crate::config::{HashKey, LoadedConfig, PoolConfig, RetryOn};
 use crate::h1pool::NodeConns;
 use crate::metrics::{Metrics, NodeMetrics, PoolMetrics};
 use crate::outlier::OutlierState;
+use crate::ratelimit::RateLimiter;
 use crate::router::{Route, Router};
 use crate::upstream::{ClientSettings, UpstreamClient, UpstreamTlsSettings};
 
@@ -138,7 +139,34 @@ pub struct Pool {
 pub struct Snapshot {
     pub router: Router,
     pub pools: Vec<Arc<Pool>>,
+    /// The per-request limits that apply before routing; in the snapshot so that a reload
+    /// changes them.
+    pub limits: RequestLimits,
     pub config: Arc<LoadedConfig>,
+}
+
+/// `trusted_proxies`, `rate_limit` and `limits.max_body_bytes`, ready for the request path.
+#[derive(Debug, Default)]
+pub struct RequestLimits {
+    /// Peers whose `X-Forwarded-For` is believed (`headers::client_addr`).
+    pub trusted_proxies: Vec<crate::config::Cidr>,
+    /// `None` without a `rate_limit` section: no cost at all.
+    pub rate_limit: Option<RateLimiter>,
+    /// `None` without `limits.max_body_bytes`: bodies are not counted.
+    pub max_body_bytes: Option<u64>,
+}
+
+impl RequestLimits {
+    fn new(cfg: &crate::config::Config, prev: Option<&RequestLimits>) -> RequestLimits {
+        RequestLimits {
+            trusted_proxies: cfg.trusted_proxies.clone(),
+            rate_limit: cfg
+                .rate_limit
+                .as_ref()
+                .map(|rl| RateLimiter::new(rl, prev.and_then(|p| p.rate_limit.as_ref()))),
+            max_body_bytes: cfg.limits.max_body_bytes.map(|s| s.0),
+        }
+    }
 }
 
 impl Snapshot {
@@ -327,6 +355,7 @@ pub async fn build(
     Snapshot {
         router: Router::new(routes),
         pools,
+        limits: RequestLimits::new(&config.config, prev.map(|p| &p.limits)),
         config,
     }
 }

@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -88,6 +88,8 @@ struct State {
     /// TCP connections accepted.
     connections: AtomicUsize,
     health_probes: AtomicUsize,
+    /// Request body bytes a `Sink` has read, over all requests (even ones cut short).
+    body_bytes: AtomicU64,
     healthy: AtomicBool,
     /// `true` = open (answer), `false` = hold requests.
     gate: watch::Sender<bool>,
@@ -118,6 +120,7 @@ impl Backend {
             total: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
             health_probes: AtomicUsize::new(0),
+            body_bytes: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             gate,
             stop: CancellationToken::new(),
@@ -165,6 +168,12 @@ impl Backend {
     /// The most requests that were in flight at once.
     pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Request body bytes a `Sink` backend has read so far, over all requests, including
+    /// bodies that ended in an error.
+    pub fn body_bytes(&self) -> u64 {
+        self.state.body_bytes.load(Ordering::SeqCst)
     }
 
     pub fn health_probes(&self) -> usize {
@@ -330,6 +339,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<AnyBody> 
                     Ok(f) => {
                         if let Some(d) = f.data_ref() {
                             len += d.len() as u64;
+                            state.body_bytes.fetch_add(d.len() as u64, Ordering::SeqCst);
                             fnv.update(d);
                         }
                     }

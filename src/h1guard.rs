@@ -1,0 +1,976 @@
+//! The HTTP/1 framing guard: request-smuggling checks hyper does not make.
+//!
+//! hyper's HTTP/1 parser already answers 400 and closes the connection for most malformed
+//! input: invalid bytes in names or values (NUL included), obs-fold, a bad request line or
+//! version, an invalid `Content-Length`, two different `Content-Length` values, and a
+//! `Transfer-Encoding` whose last coding is not `chunked`. What it does *not* refuse, and
+//! DESIGN.md does ("Smuggling": 400, connection closed, never forwarded):
+//!
+//! - `Content-Length` **and** `Transfer-Encoding`: hyper drops the `Content-Length`,
+//!   decodes the body as chunked and closes the connection after the response — but the
+//!   request still reaches a node, and the dropped header is invisible to us afterwards;
+//! - a `Transfer-Encoding` that is anything but exactly one `chunked` (`gzip, chunked`,
+//!   `chunked, chunked`, two header lines): hyper accepts any list ending in `chunked`, and
+//!   the proxy would then forward the still-encoded bytes as if they were the content;
+//! - a bare LF (no CR) ending the request line or a header line, which hyper accepts;
+//! - a method longer than [`MAX_METHOD_LEN`] bytes.
+//!
+//! [`GuardedIo`] wraps a downstream connection below hyper and reads the same bytes hyper
+//! reads, with a small state machine that follows HTTP/1.1 framing exactly as hyper does
+//! (request heads; `Content-Length` bodies; chunked bodies with hyper's own chunk grammar,
+//! trailers included), keeping no buffer: a few bytes of state per connection, and body
+//! data is skipped, not scanned. When a head breaks one of the rules above, the guard notes
+//! its ordinal; hyper calls the service once per head, in order, so [`GuardHandle`] tells the
+//! service exactly which request that was, and the proxy answers it 400 with
+//! `Connection: close` before anything else (hyper closes the connection after a response
+//! carrying it; the bytes after the head — a smuggled request — are never parsed).
+//!
+//! The guard stops watching (and costs one branch per read from then on) after the first
+//! violation, after an HTTP/2 preface (`PRI`), after a `CONNECT` or a head with `Upgrade`
+//! (the bytes may become a tunnel), and whenever the bytes stop making sense (hyper
+//! refuses those itself and closes the connection). HTTP/2 connections negotiated by ALPN
+//! are not wrapped at all: HTTP/2 frames its messages without these headers.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The longest method accepted. The longest registered ones are 17 bytes
+/// (`UPDATEREDIRECTREF`); anything far beyond that is garbage or an attack.
+pub const MAX_METHOD_LEN: usize = 32;
+
+/// How far the value of a `Content-Length` or `Transfer-Encoding` line is kept for checking
+/// (longer values are invalid, or not a plain `chunked`, anyway).
+const VALUE_CAP: usize = 24;
+
+/// Why a request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Violation {
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    ContentLengthWithTransferEncoding = 1,
+    /// `Transfer-Encoding` other than exactly one `chunked`.
+    TransferEncodingNotChunked = 2,
+    /// A line ended by LF alone.
+    BareLf = 3,
+    /// A CR not followed by LF, or a continuation line (obs-fold).
+    MalformedLine = 4,
+    /// An invalid `Content-Length`, or two that differ (hyper refuses both itself too).
+    BadContentLength = 5,
+    /// A method longer than [`MAX_METHOD_LEN`].
+    MethodTooLong = 6,
+}
+
+impl Violation {
+    fn from_u8(v: u8) -> Option<Violation> {
+        Some(match v {
+            1 => Violation::ContentLengthWithTransferEncoding,
+            2 => Violation::TransferEncodingNotChunked,
+            3 => Violation::BareLf,
+            4 => Violation::MalformedLine,
+            5 => Violation::BadContentLength,
+            6 => Violation::MethodTooLong,
+            _ => return None,
+        })
+    }
+
+    /// For the debug log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Violation::ContentLengthWithTransferEncoding => {
+                "both Content-Length and Transfer-Encoding"
+            }
+            Violation::TransferEncodingNotChunked => "Transfer-Encoding other than chunked",
+            Violation::BareLf => "line ended by a bare LF",
+            Violation::MalformedLine => "malformed header line",
+            Violation::BadContentLength => "invalid or conflicting Content-Length",
+            Violation::MethodTooLong => "method too long",
+        }
+    }
+}
+
+/// What the IO side and the service side of one connection share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// `ordinal << 8 | violation` of the first refused head (ordinals count from 1);
+    /// 0 while none.
+    flagged: AtomicU64,
+    /// Requests the service has been handed so far.
+    served: AtomicU64,
+}
+
+/// The service side: which requests to refuse.
+#[derive(Debug, Clone)]
+pub struct GuardHandle(Arc<Shared>);
+
+impl GuardHandle {
+    /// Call once per request, in the order hyper hands them over: the violation of this
+    /// request's head, if it had one. Both sides run in the connection's task, so the
+    /// head has been through the guard before hyper parsed it.
+    pub fn next_request(&self) -> Option<Violation> {
+        let n = self.0.served.fetch_add(1, Ordering::Relaxed) + 1;
+        let f = self.0.flagged.load(Ordering::Acquire);
+        if f != 0 && f >> 8 == n {
+            Violation::from_u8(f as u8)
+        } else {
+            None
+        }
+    }
+}
+
+/// A downstream connection whose incoming bytes go through the guard.
+#[derive(Debug)]
+pub struct GuardedIo<T> {
+    inner: T,
+    scanner: Scanner,
+    shared: Arc<Shared>,
+}
+
+impl<T> GuardedIo<T> {
+    pub fn new(inner: T) -> (GuardedIo<T>, GuardHandle) {
+        let shared = Arc::new(Shared::default());
+        let io = GuardedIo {
+            inner,
+            scanner: Scanner::default(),
+            shared: Arc::clone(&shared),
+        };
+        (io, GuardHandle(shared))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(res, Poll::Ready(Ok(()))) && !this.scanner.done() {
+            if let Some((ordinal, v)) = this.scanner.feed(&buf.filled()[before..]) {
+                this.shared
+                    .flagged
+                    .store(ordinal << 8 | v as u64, Ordering::Release);
+            }
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// Where the scanner is in the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Between messages: empty lines are skipped (as httparse does).
+    Preamble,
+    /// After a CR in the preamble.
+    PreambleLf,
+    /// In the request line.
+    RequestLine,
+    /// At the start of a header line, or of the empty line ending the head.
+    LineStart,
+    /// After a CR at the start of a line: the head ends with the LF.
+    HeadEndLf,
+    /// In a header name (`len` bytes so far).
+    Name,
+    /// In a header value, up to the line's end.
+    Value,
+    /// After a CR in the request line or a header line.
+    LineLf,
+    /// A `Content-Length` body: this many bytes left.
+    Body(u64),
+    /// Chunked body states, as hyper's decoder has them.
+    ChunkStart,
+    ChunkSize,
+    ChunkSizeLws,
+    ChunkExt,
+    ChunkSizeLf,
+    ChunkData(u64),
+    ChunkDataCr,
+    ChunkDataLf,
+    ChunkEndCr,
+    ChunkEndLf,
+    Trailer,
+    TrailerLf,
+    /// Not watching any more.
+    Done,
+}
+
+/// The header whose name is being matched or whose value is being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Other,
+    ContentLength,
+    TransferEncoding,
+    Upgrade,
+}
+
+/// The longest of [`NAMES`].
+const LONGEST_NAME: usize = 17;
+
+/// Candidate names, lower case.
+const NAMES: [(&[u8], Which); 3] = [
+    (b"content-length", Which::ContentLength),
+    (b"transfer-encoding", Which::TransferEncoding),
+    (b"upgrade", Which::Upgrade),
+];
+
+/// What the head seen so far says.
+#[derive(Debug, Clone, Copy, Default)]
+struct Head {
+    method_len: usize,
+    /// The first bytes of the method, to recognise `PRI` and `CONNECT`.
+    method: [u8; 8],
+    in_method: bool,
+    content_length: Option<u64>,
+    te_lines: u32,
+    te_chunked: bool,
+    upgrade: bool,
+    violation: Option<Violation>,
+}
+
+/// The framing state machine (see the module docs). Every method is total: any byte
+/// sequence moves it somewhere, never panics.
+#[derive(Debug)]
+struct Scanner {
+    state: State,
+    head: Head,
+    /// Heads completed so far (the ordinal of the next one is `heads + 1`).
+    heads: u64,
+    /// Bitmask over [`NAMES`] still matching the current header name, and its length.
+    cand: u8,
+    name_len: usize,
+    which: Which,
+    value: [u8; VALUE_CAP],
+    value_len: usize,
+    /// The value is longer than [`VALUE_CAP`].
+    value_long: bool,
+    chunk_size: u64,
+}
+
+impl Default for Scanner {
+    fn default() -> Scanner {
+        Scanner {
+            state: State::Preamble,
+            head: Head::default(),
+            heads: 0,
+            cand: 0,
+            name_len: 0,
+            which: Which::Other,
+            value: [0; VALUE_CAP],
+            value_len: 0,
+            value_long: false,
+            chunk_size: 0,
+        }
+    }
+}
+
+impl Scanner {
+    fn done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Scan `bytes`; returns the first violation found, with its head's ordinal.
+    fn feed(&mut self, bytes: &[u8]) -> Option<(u64, Violation)> {
+        let mut i = 0;
+        while i < bytes.len() {
+            match self.state {
+                State::Done => return None,
+                State::Body(left) => {
+                    let take = (bytes.len() - i) as u64;
+                    if take < left {
+                        self.state = State::Body(left - take);
+                        return None;
+                    }
+                    i += left as usize;
+                    self.state = State::Preamble;
+                    continue;
+                }
+                State::ChunkData(left) => {
+                    let take = (bytes.len() - i) as u64;
+                    if take < left {
+                        self.state = State::ChunkData(left - take);
+                        return None;
+                    }
+                    i += left as usize;
+                    self.state = State::ChunkDataCr;
+                    continue;
+                }
+                State::RequestLine if !self.head.in_method => {
+                    // The target and version need no look: on to the line's end.
+                    match memchr::memchr2(b'\r', b'\n', &bytes[i..]) {
+                        Some(off) => {
+                            i += off;
+                            if bytes[i..].starts_with(b"\r\n") {
+                                i += 2;
+                                self.state = State::LineStart;
+                                continue;
+                            }
+                        }
+                        None => return None,
+                    }
+                }
+                State::LineStart if bytes.len() - i > LONGEST_NAME => {
+                    // Fast path with the whole name in view: recognise the three names that
+                    // matter in one comparison each and skip every other line to its end.
+                    // (httparse allows no whitespace before the colon in a request.)
+                    let rest = &bytes[i..];
+                    if !matches!(rest[0], b'\r' | b'\n' | b' ' | b'\t') {
+                        self.which = Which::Other;
+                        if matches!(rest[0] | 0x20, b'c' | b't' | b'u') {
+                            for (name, which) in NAMES {
+                                if rest[name.len()] == b':'
+                                    && rest[..name.len()].eq_ignore_ascii_case(name)
+                                {
+                                    self.which = which;
+                                    i += name.len() + 1;
+                                    break;
+                                }
+                            }
+                        }
+                        self.value_len = 0;
+                        self.value_long = false;
+                        self.state = State::Value;
+                        continue;
+                    }
+                }
+                State::Value if self.which == Which::Other => {
+                    // Skip a value nobody needs to its line end in one go.
+                    match memchr::memchr2(b'\r', b'\n', &bytes[i..]) {
+                        Some(off) => {
+                            i += off;
+                            if bytes[i..].starts_with(b"\r\n") {
+                                i += 2;
+                                self.state = State::LineStart;
+                                continue;
+                            }
+                        }
+                        None => return None,
+                    }
+                }
+                _ => {}
+            }
+            let b = bytes[i];
+            i += 1;
+            if let Some(v) = self.step(b) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// One byte outside bulk data.
+    fn step(&mut self, b: u8) -> Option<(u64, Violation)> {
+        match self.state {
+            State::Preamble => match b {
+                b'\r' => self.state = State::PreambleLf,
+                b'\n' => {}
+                _ => {
+                    self.head = Head {
+                        in_method: true,
+                        ..Head::default()
+                    };
+                    self.state = State::RequestLine;
+                    self.request_line_byte(b);
+                }
+            },
+            State::PreambleLf => {
+                if b == b'\n' {
+                    self.state = State::Preamble;
+                } else {
+                    // httparse refuses this; hyper closes the connection.
+                    self.state = State::Done;
+                }
+            }
+            State::RequestLine => match b {
+                b'\r' => self.state = State::LineLf,
+                b'\n' => {
+                    self.flag(Violation::BareLf);
+                    self.state = State::LineStart;
+                }
+                _ => self.request_line_byte(b),
+            },
+            State::LineLf => {
+                if b == b'\n' {
+                    self.end_of_line();
+                    self.state = State::LineStart;
+                } else {
+                    self.flag(Violation::MalformedLine);
+                    return self.give_up_with_violation();
+                }
+            }
+            State::LineStart => match b {
+                b'\r' => self.state = State::HeadEndLf,
+                b'\n' => {
+                    self.flag(Violation::BareLf);
+                    return self.end_of_head();
+                }
+                b' ' | b'\t' => {
+                    self.flag(Violation::MalformedLine);
+                    return self.give_up_with_violation();
+                }
+                _ => {
+                    self.cand = (1 << NAMES.len()) - 1;
+                    self.name_len = 0;
+                    self.state = State::Name;
+                    self.name_byte(b);
+                }
+            },
+            State::HeadEndLf => {
+                if b == b'\n' {
+                    return self.end_of_head();
+                }
+                self.flag(Violation::MalformedLine);
+                return self.give_up_with_violation();
+            }
+            State::Name => match b {
+                b':' => {
+                    self.which = Which::Other;
+                    for (k, (name, which)) in NAMES.iter().enumerate() {
+                        if self.cand & (1 << k) != 0 && name.len() == self.name_len {
+                            self.which = *which;
+                        }
+                    }
+                    self.value_len = 0;
+                    self.value_long = false;
+                    self.state = State::Value;
+                }
+                // A line without a colon: httparse refuses it; here it is just a line.
+                b'\r' => {
+                    self.which = Which::Other;
+                    self.state = State::LineLf;
+                }
+                b'\n' => {
+                    self.which = Which::Other;
+                    self.flag(Violation::BareLf);
+                    self.end_of_line();
+                    self.state = State::LineStart;
+                }
+                _ => {
+                    self.name_byte(b);
+                    if self.cand == 0 {
+                        // Not a name that matters: skip the rest of the line.
+                        self.which = Which::Other;
+                        self.state = State::Value;
+                    }
+                }
+            },
+            State::Value => match b {
+                b'\r' => self.state = State::LineLf,
+                b'\n' => {
+                    self.flag(Violation::BareLf);
+                    self.end_of_line();
+                    self.state = State::LineStart;
+                }
+                _ => {
+                    if self.value_len < VALUE_CAP {
+                        self.value[self.value_len] = b;
+                        self.value_len += 1;
+                    } else {
+                        self.value_long = true;
+                    }
+                }
+            },
+            // Chunked bodies: hyper's decoder, state by state (proto/h1/decode.rs).
+            State::ChunkStart => match hex(b) {
+                Some(d) => {
+                    self.chunk_size = u64::from(d);
+                    self.state = State::ChunkSize;
+                }
+                None => self.state = State::Done,
+            },
+            State::ChunkSize => match b {
+                b'\t' | b' ' => self.state = State::ChunkSizeLws,
+                b';' => self.state = State::ChunkExt,
+                b'\r' => self.state = State::ChunkSizeLf,
+                _ => match hex(b).and_then(|d| {
+                    self.chunk_size
+                        .checked_mul(16)
+                        .and_then(|s| s.checked_add(u64::from(d)))
+                }) {
+                    Some(s) => self.chunk_size = s,
+                    None => self.state = State::Done,
+                },
+            },
+            State::ChunkSizeLws => match b {
+                b'\t' | b' ' => {}
+                b';' => self.state = State::ChunkExt,
+                b'\r' => self.state = State::ChunkSizeLf,
+                _ => self.state = State::Done,
+            },
+            State::ChunkExt => match b {
+                b'\r' => self.state = State::ChunkSizeLf,
+                b'\n' => self.state = State::Done,
+                _ => {}
+            },
+            State::ChunkSizeLf => {
+                self.state = match (b, self.chunk_size) {
+                    (b'\n', 0) => State::ChunkEndCr,
+                    (b'\n', n) => State::ChunkData(n),
+                    _ => State::Done,
+                }
+            }
+            State::ChunkDataCr => {
+                self.state = if b == b'\r' {
+                    State::ChunkDataLf
+                } else {
+                    State::Done
+                }
+            }
+            State::ChunkDataLf => {
+                self.state = if b == b'\n' {
+                    State::ChunkStart
+                } else {
+                    State::Done
+                }
+            }
+            State::ChunkEndCr => {
+                self.state = if b == b'\r' {
+                    State::ChunkEndLf
+                } else {
+                    State::Trailer
+                }
+            }
+            State::ChunkEndLf => {
+                self.state = if b == b'\n' {
+                    State::Preamble
+                } else {
+                    State::Done
+                }
+            }
+            State::Trailer => {
+                if b == b'\r' {
+                    self.state = State::TrailerLf;
+                }
+            }
+            State::TrailerLf => {
+                self.state = if b == b'\n' {
+                    State::ChunkEndCr
+                } else {
+                    State::Done
+                }
+            }
+            // Handled in bulk by `feed`.
+            State::Body(_) | State::ChunkData(_) | State::Done => {}
+        }
+        None
+    }
+
+    fn request_line_byte(&mut self, b: u8) {
+        let h = &mut self.head;
+        if !h.in_method {
+            return;
+        }
+        if b == b' ' {
+            h.in_method = false;
+            return;
+        }
+        if h.method_len < h.method.len() {
+            h.method[h.method_len] = b;
+        }
+        h.method_len += 1;
+        if h.method_len == MAX_METHOD_LEN + 1 {
+            self.flag(Violation::MethodTooLong);
+        }
+    }
+
+    fn name_byte(&mut self, b: u8) {
+        let lower = b.to_ascii_lowercase();
+        let at = self.name_len;
+        for (k, (name, _)) in NAMES.iter().enumerate() {
+            if name.get(at) != Some(&lower) {
+                self.cand &= !(1 << k);
+            }
+        }
+        self.name_len = self.name_len.saturating_add(1);
+    }
+
+    /// A header line is complete: take in the value of the headers that matter.
+    fn end_of_line(&mut self) {
+        let which = std::mem::replace(&mut self.which, Which::Other);
+        let value = trim_ows(&self.value[..self.value_len]);
+        match which {
+            Which::Other => {}
+            Which::Upgrade => self.head.upgrade = true,
+            Which::TransferEncoding => {
+                self.head.te_lines += 1;
+                self.head.te_chunked = !self.value_long && value.eq_ignore_ascii_case(b"chunked");
+            }
+            Which::ContentLength => {
+                let parsed = if self.value_long { None } else { digits(value) };
+                match (parsed, self.head.content_length) {
+                    // hyper refuses an invalid value itself.
+                    (None, _) => self.flag(Violation::BadContentLength),
+                    (Some(n), Some(prev)) if n != prev => self.flag(Violation::BadContentLength),
+                    (Some(n), _) => self.head.content_length = Some(n),
+                }
+            }
+        }
+    }
+
+    fn end_of_head(&mut self) -> Option<(u64, Violation)> {
+        self.heads += 1;
+        let h = self.head;
+        let te = h.te_lines > 0;
+        if te && h.content_length.is_some() {
+            self.flag(Violation::ContentLengthWithTransferEncoding);
+        }
+        if te && !(h.te_lines == 1 && h.te_chunked) {
+            self.flag(Violation::TransferEncodingNotChunked);
+        }
+        if let Some(v) = self.head.violation {
+            self.state = State::Done;
+            return Some((self.heads, v));
+        }
+        let method = &h.method[..h.method_len.min(h.method.len())];
+        self.state = if method == b"PRI" || method == b"CONNECT" || h.upgrade {
+            State::Done
+        } else if te {
+            State::ChunkStart
+        } else {
+            match h.content_length {
+                Some(n) if n > 0 => State::Body(n),
+                _ => State::Preamble,
+            }
+        };
+        None
+    }
+
+    fn flag(&mut self, v: Violation) {
+        self.head.violation.get_or_insert(v);
+    }
+
+    /// The head is broken beyond following: report it as if it had ended here (hyper will
+    /// refuse it or we will), and stop watching.
+    fn give_up_with_violation(&mut self) -> Option<(u64, Violation)> {
+        self.heads += 1;
+        self.state = State::Done;
+        self.head.violation.map(|v| (self.heads, v))
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A decimal number, as hyper reads `Content-Length` (digits only, no sign, no overflow).
+fn digits(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |acc, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every violation in `input`, fed in one piece and then byte by byte (the verdict must
+    /// not depend on how the bytes arrive).
+    fn scan(input: &[u8]) -> Option<(u64, Violation)> {
+        let whole = Scanner::default().feed(input);
+        let mut s = Scanner::default();
+        let mut split = None;
+        for b in input {
+            if let Some(v) = s.feed(std::slice::from_ref(b)) {
+                split = Some(v);
+                break;
+            }
+        }
+        assert_eq!(whole, split, "verdict depends on read boundaries");
+        whole
+    }
+
+    fn heads_seen(input: &[u8]) -> u64 {
+        let mut s = Scanner::default();
+        let _ = s.feed(input);
+        s.heads
+    }
+
+    #[test]
+    fn well_formed_requests_pass_and_are_counted() {
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n\
+            POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+            POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nA \r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n\
+            \r\nGET /last HTTP/1.1\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(scan(input), None);
+        assert_eq!(heads_seen(input), 4);
+    }
+
+    #[test]
+    fn body_bytes_that_look_like_headers_are_not_headers() {
+        let body = b"x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut input =
+            format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        input.extend_from_slice(body);
+        input.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(scan(&input), None);
+        assert_eq!(heads_seen(&input), 2);
+        // The same inside chunk data.
+        let mut input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        input.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+        input.extend_from_slice(body);
+        input.extend_from_slice(b"\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        assert_eq!(scan(&input), None);
+        assert_eq!(heads_seen(&input), 2);
+    }
+
+    #[test]
+    fn content_length_with_transfer_encoding_in_either_order() {
+        for input in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                [..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\ntransfer-ENCODING: chunked\r\ncontent-length: 0\r\n\r\n",
+        ] {
+            assert_eq!(
+                scan(input),
+                Some((1, Violation::ContentLengthWithTransferEncoding))
+            );
+        }
+    }
+
+    #[test]
+    fn the_ordinal_names_the_offending_request() {
+        let input = b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n\
+            POST /3 HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            scan(input),
+            Some((3, Violation::ContentLengthWithTransferEncoding))
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_must_be_exactly_chunked() {
+        for te in [
+            "gzip, chunked",
+            "chunked, chunked",
+            "identity",
+            "chunked;q=1",
+            "xchunked",
+        ] {
+            let input = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(
+                scan(input.as_bytes()),
+                Some((1, Violation::TransferEncodingNotChunked)),
+                "{te}"
+            );
+        }
+        let two =
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(scan(two), Some((1, Violation::TransferEncodingNotChunked)));
+        let ok = b"POST / HTTP/1.1\r\nTransfer-Encoding:  Chunked \t\r\n\r\n0\r\n\r\n";
+        assert_eq!(scan(ok), None);
+    }
+
+    #[test]
+    fn content_length_values() {
+        let two = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd";
+        assert_eq!(scan(two), Some((1, Violation::BadContentLength)));
+        let same = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(scan(same), None);
+        for bad in ["-1", "3, 3", "+3", "0x10", "", "99999999999999999999999"] {
+            let input = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
+            assert_eq!(
+                scan(input.as_bytes()),
+                Some((1, Violation::BadContentLength)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bare_lf_obs_fold_and_stray_cr() {
+        assert_eq!(
+            scan(b"GET / HTTP/1.1\nHost: a\r\n\r\n"),
+            Some((1, Violation::BareLf))
+        );
+        assert_eq!(
+            scan(b"GET / HTTP/1.1\r\nHost: a\n\r\n"),
+            Some((1, Violation::BareLf))
+        );
+        assert_eq!(
+            scan(b"GET / HTTP/1.1\r\nHost: a\r\n\n"),
+            Some((1, Violation::BareLf))
+        );
+        assert_eq!(
+            scan(b"GET / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n"),
+            Some((1, Violation::MalformedLine))
+        );
+        assert_eq!(
+            scan(b"GET / HTTP/1.1\r\nX-A: 1\rX-B: 2\r\n\r\n"),
+            Some((1, Violation::MalformedLine))
+        );
+        // Empty lines between messages are allowed (and skipped), LF alone too.
+        assert_eq!(scan(b"\r\n\nGET / HTTP/1.1\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn long_methods() {
+        let ok = format!("{} / HTTP/1.1\r\n\r\n", "M".repeat(MAX_METHOD_LEN));
+        assert_eq!(scan(ok.as_bytes()), None);
+        let long = format!("{} / HTTP/1.1\r\n\r\n", "M".repeat(MAX_METHOD_LEN + 1));
+        assert_eq!(scan(long.as_bytes()), Some((1, Violation::MethodTooLong)));
+    }
+
+    #[test]
+    fn stops_watching_tunnels_and_http2() {
+        let mut s = Scanner::default();
+        assert_eq!(
+            s.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04"),
+            None
+        );
+        assert!(s.done());
+        let mut s = Scanner::default();
+        let _ = s.feed(b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+        assert!(s.done());
+        let mut s = Scanner::default();
+        let _ = s.feed(b"CONNECT a:443 HTTP/1.1\r\n\r\n");
+        assert!(s.done());
+        // After the first violation nothing more is reported.
+        let mut s = Scanner::default();
+        assert!(s.feed(b"GET / HTTP/1.1\n\r\n").is_some());
+        assert_eq!(
+            s.feed(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn malformed_chunks_stop_the_scan_without_a_verdict() {
+        // hyper refuses these itself; the guard must not invent a verdict for later bytes.
+        for body in ["zz\r\n", "5\nhello", "5\r\nhelloXX", "5;a\nb\r\n"] {
+            let input = format!(
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{body}\
+                 POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            );
+            let mut s = Scanner::default();
+            assert_eq!(s.feed(input.as_bytes()), None, "{body:?}");
+            assert!(s.done(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn the_handle_refuses_exactly_the_flagged_request() {
+        let (_io, handle) = GuardedIo::new(());
+        handle
+            .0
+            .flagged
+            .store(3 << 8 | Violation::BareLf as u64, Ordering::Release);
+        assert_eq!(handle.next_request(), None);
+        assert_eq!(handle.next_request(), None);
+        assert_eq!(handle.next_request(), Some(Violation::BareLf));
+        assert_eq!(handle.next_request(), None);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_read_boundaries_do_not_matter() {
+        // Deterministic pseudo-random inputs built from pieces that matter to the state
+        // machine, fed whole and in random slices: same verdict, same heads, same state.
+        let pieces: [&[u8]; 18] = [
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b" ",
+            b":",
+            b"POST / HTTP/1.1\r\n",
+            b"GET / HTTP/1.1\r\n",
+            b"Content-Length: 3\r\n",
+            b"transfer-encoding: chunked\r\n",
+            b"Upgrade: x\r\n",
+            b"X-Long-Header-Name: some value here\r\n",
+            b"5\r\nhello\r\n",
+            b"0\r\n\r\n",
+            b"abc",
+            b"\x00\xff",
+            b"content",
+            b"Content-Length-X: 1\r\n",
+            b"Transfer-Encodings: gzip\r\n",
+        ];
+        let mut x: u64 = 0x1234_5678;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..5000 {
+            let mut buf = Vec::new();
+            for _ in 0..(next() % 24) {
+                buf.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+            let mut whole = Scanner::default();
+            let v1 = whole.feed(&buf);
+            let mut sliced = Scanner::default();
+            let mut v2 = None;
+            let mut at = 0;
+            while at < buf.len() && v2.is_none() {
+                let n = (1 + next() % 20) as usize;
+                let end = (at + n).min(buf.len());
+                v2 = sliced.feed(&buf[at..end]);
+                at = end;
+            }
+            let input = String::from_utf8_lossy(&buf);
+            assert_eq!(v1, v2, "verdicts differ for {input:?}");
+            assert_eq!(
+                whole.heads, sliced.heads,
+                "head counts differ for {input:?}"
+            );
+            assert_eq!(whole.state, sliced.state, "states differ for {input:?}");
+        }
+    }
+}
