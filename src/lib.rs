@@ -36,6 +36,7 @@ pub mod h1guard;
 pub mod h1pool;
 pub mod headers;
 pub mod health;
+mod iowrap;
 pub mod listener;
 pub mod metrics;
 pub mod node_cli;
