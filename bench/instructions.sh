@@ -5,7 +5,7 @@
 # a change to the request path made it cheaper even on a busy 2-core VM.
 #
 #   bench/instructions.sh                 # switchyard (target/release/switchyard) and nginx
-#   bench/instructions.sh switchyard      # one of: switchyard nginx
+#   bench/instructions.sh switchyard      # any of: switchyard switchyard-ratelimit nginx
 #   N=50000 CONNS=16 bench/instructions.sh switchyard
 #
 # Same job as run.sh: keep-alive clients → proxy → round robin over the 3 bench backends
@@ -59,13 +59,16 @@ fill() {  # fill a conf/*.in template
 measure() {
   local target=$1 out="$SCRATCH/callgrind.$1.out" cmd
   case $target in
-    switchyard)
+    switchyard|switchyard-ratelimit)
       fill "$HERE/conf/switchyard.yaml.in" >"$SCRATCH/switchyard.yaml"
+      if [[ $target == switchyard-ratelimit ]]; then
+        cat "$HERE/conf/switchyard-ratelimit.yaml" >>"$SCRATCH/switchyard.yaml"
+      fi
       cmd=("$(switchyard_bin)" run -c "$SCRATCH/switchyard.yaml" --log-format text) ;;
     nginx)
       fill "$HERE/conf/nginx.conf.in" | sed 's/^daemon off;/daemon off;\nmaster_process off;/' >"$SCRATCH/nginx.conf"
       cmd=(nginx -c "$SCRATCH/nginx.conf" -p "$SCRATCH") ;;
-    *) log "unknown target $target (switchyard | nginx)"; exit 1 ;;
+    *) log "unknown target $target (switchyard | switchyard-ratelimit | nginx)"; exit 1 ;;
   esac
   valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" >"$SCRATCH/$target.log" 2>&1 &
   PROXY_PID=$!
