@@ -80,6 +80,24 @@ impl NodeConns {
     }
 }
 
+/// A failed [`send`]: the error, and the request itself when it never reached a connection
+/// (a connect failure, or a fresh connection that closed before taking it). The caller can
+/// send that request elsewhere without having kept a copy — even one with a streamed body.
+#[derive(Debug)]
+pub struct SendError {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<RequestBody>>,
+}
+
+impl SendError {
+    fn sent(error: UpstreamError) -> SendError {
+        SendError {
+            error,
+            unsent: None,
+        }
+    }
+}
+
 /// Send `req` to `addr` on a pooled or new connection; wait for the response headers until
 /// `deadline`.
 pub async fn send(
@@ -89,7 +107,7 @@ pub async fn send(
     deadline: tokio::time::Instant,
     connect_timeout: Duration,
     max_idle: usize,
-) -> Result<(Response<Incoming>, Checkout), UpstreamError> {
+) -> Result<(Response<Incoming>, Checkout), SendError> {
     // A reused connection may be closing under us; then the request comes back unsent and
     // gets one fresh connection. A fresh connection failing the same way is an error.
     for reused in [true, false] {
@@ -97,11 +115,19 @@ pub async fn send(
             Some(s) => s,
             None if reused => continue,
             // Boxed: opening a connection is the rare case, and its future is large.
-            None => Box::pin(connect(addr, connect_timeout, deadline)).await?,
+            None => match Box::pin(connect(addr, connect_timeout, deadline)).await {
+                Ok(s) => s,
+                Err(error) => {
+                    return Err(SendError {
+                        error,
+                        unsent: Some(req),
+                    })
+                }
+            },
         };
         let handed_over = std::time::Instant::now();
         match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
-            Err(_) => return Err(UpstreamError::Timeout),
+            Err(_) => return Err(SendError::sent(UpstreamError::Timeout)),
             Ok(Ok(resp)) => {
                 let checkout = Checkout {
                     conns: Arc::clone(conns),
@@ -113,13 +139,21 @@ pub async fn send(
             }
             Ok(Err(mut e)) => match e.take_message() {
                 Some(unsent) if reused => req = unsent,
-                _ => return Err(UpstreamError::Broken(error_chain(e.error()))),
+                unsent => {
+                    return Err(SendError {
+                        error: UpstreamError::Broken(error_chain(e.error())),
+                        unsent,
+                    })
+                }
             },
         }
     }
-    Err(UpstreamError::Broken(
-        "the upstream connection closed before the request was sent".to_string(),
-    ))
+    Err(SendError {
+        error: UpstreamError::Broken(
+            "the upstream connection closed before the request was sent".to_string(),
+        ),
+        unsent: Some(req),
+    })
 }
 
 async fn connect(

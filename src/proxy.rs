@@ -140,25 +140,29 @@ impl Proxy {
             };
             (pool, host, client, refusal, limits.max_body_bytes)
         };
-        let log = self.access_log.as_ref().map(|sink| PendingLog {
-            sink: sink.clone(),
-            record: Record {
-                time: SystemTime::now(),
-                client,
-                method: req.method().clone(),
-                host: host_str(host.as_ref()).unwrap_or("").to_string(),
-                path: req.uri().path().to_string(),
-                status: 0,
-                bytes: 0,
-                duration: Duration::ZERO,
-                pool: pool
-                    .as_ref()
-                    .map_or(NO_POOL, |p| p.name.as_str())
-                    .to_string(),
-                node: String::new(),
-                attempts: 0,
-                request_id: request_id.to_str().unwrap_or("").to_string(),
-            },
+        // Boxed: it lives across the upstream exchange, and inline it would add its size to the
+        // request's future twice (here and in `forward`) even with the access log off.
+        let log = self.access_log.as_ref().map(|sink| {
+            Box::new(PendingLog {
+                sink: sink.clone(),
+                record: Record {
+                    time: SystemTime::now(),
+                    client,
+                    method: req.method().clone(),
+                    host: host_str(host.as_ref()).unwrap_or("").to_string(),
+                    path: req.uri().path().to_string(),
+                    status: 0,
+                    bytes: 0,
+                    duration: Duration::ZERO,
+                    pool: pool
+                        .as_ref()
+                        .map_or(NO_POOL, |p| p.name.as_str())
+                        .to_string(),
+                    node: String::new(),
+                    attempts: 0,
+                    request_id: request_id.to_str().unwrap_or("").to_string(),
+                },
+            })
         });
         let http1 = req.version() < Version::HTTP_2;
         if let Some(refusal) = refusal {
@@ -200,7 +204,7 @@ impl Proxy {
         http1: bool,
         start: Instant,
         request_id: HeaderValue,
-        log: Option<PendingLog>,
+        log: Option<Box<PendingLog>>,
     ) -> Response<ResponseBody> {
         let (err, close) = match &refusal {
             Refusal::Malformed(v) => {
@@ -233,7 +237,7 @@ impl Proxy {
         metrics: &PoolMetrics,
         start: Instant,
         request_id: HeaderValue,
-        log: Option<PendingLog>,
+        log: Option<Box<PendingLog>>,
     ) -> Response<ResponseBody> {
         let mut resp = err.into_response();
         let status = resp.status().as_u16();
@@ -244,7 +248,7 @@ impl Proxy {
             status,
             start,
             bytes: resp.body().size_hint().exact().unwrap_or(0),
-            log: log.map(Box::new),
+            log,
         });
         resp.headers_mut().insert(&X_REQUEST_ID, request_id);
         resp
@@ -259,8 +263,8 @@ impl Proxy {
         client: IpAddr,
         body_limit: Option<u64>,
         start: Instant,
-        mut log: Option<PendingLog>,
-    ) -> Result<Response<ResponseBody>, (ProxyError, Option<PendingLog>)> {
+        mut log: Option<Box<PendingLog>>,
+    ) -> Result<Response<ResponseBody>, (ProxyError, Option<Box<PendingLog>>)> {
         let upgrade =
             headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11;
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -337,30 +341,34 @@ impl Proxy {
                 pool.metrics.retries.inc();
             }
 
-            // Keep a copy of the body and headers for another attempt only when one is
-            // possible: the happy path moves them.
-            let copy = if attempt + 1 < max_attempts {
-                body.try_clone()
-            } else {
-                None
-            };
-            let can_retry = copy.is_some();
-            let this_body = std::mem::replace(&mut body, copy.unwrap_or(RequestBody::Empty));
-
-            let mut up_req = Request::new(this_body);
-            *up_req.method_mut() = method.clone();
             // Plain HTTP/1.1 nodes: the per-node pool, which speaks to one node and takes an
             // origin-form target. Everything else: the pooled client, absolute URI.
             let pooled = match node.socket_addr {
                 Some(sa) if pool.client.plain_http1() && downstream_upgrade.is_none() => Some(sa),
                 _ => None,
             };
+            // Keep a copy of the body and headers for another attempt only when one may be
+            // needed after the request left: a request the per-node pool could not hand to
+            // any connection comes back unsent. So with the default policy (retry connect
+            // failures only) the happy path moves them and copies nothing.
+            let more = attempt + 1 < max_attempts;
+            let retry_after_send = idempotent && (policy.on_timeout || policy.on_status != 0);
+            let copy = if more && (retry_after_send || pooled.is_none()) {
+                body.try_clone()
+            } else {
+                None
+            };
+            let copied = copy.is_some();
+            let this_body = std::mem::replace(&mut body, copy.unwrap_or(RequestBody::Empty));
+
+            let mut up_req = Request::new(this_body);
+            *up_req.method_mut() = method.clone();
             *up_req.uri_mut() = match pooled {
                 Some(_) => Uri::from(path_and_query.clone()),
                 None => upstream_uri(pool.client.scheme(), &node.authority, &path_and_query),
             };
             *up_req.version_mut() = pool.client.version();
-            *up_req.headers_mut() = if can_retry {
+            *up_req.headers_mut() = if copied {
                 headers.clone()
             } else {
                 std::mem::take(&mut headers)
@@ -373,6 +381,8 @@ impl Proxy {
             }
             let sent_at = Instant::now();
             let deadline = tokio::time::Instant::from_std(sent_at) + pool.request_timeout;
+            // Set when the request came back unsent and can go to another node as it is.
+            let mut returned = false;
             let (result, conn) = match pooled {
                 Some(sa) => {
                     let max_idle = pool.client.settings.max_idle_per_node;
@@ -387,7 +397,15 @@ impl Proxy {
                     .await
                     {
                         Ok((resp, conn)) => (Ok(resp), Some(conn)),
-                        Err(e) => (Err(e), None),
+                        Err(h1pool::SendError { error, unsent }) => {
+                            if let (Some(unsent), false) = (unsent, copied) {
+                                let (parts, unsent_body) = unsent.into_parts();
+                                headers = parts.headers;
+                                body = unsent_body;
+                                returned = true;
+                            }
+                            (Err(error), None)
+                        }
                     }
                 }
                 // Boxed: TLS and HTTP/2 pools are the rarer path, and this future is large;
@@ -395,6 +413,7 @@ impl Proxy {
                 // that much larger.
                 None => (Box::pin(pool.client.send(up_req, deadline)).await, None),
             };
+            let can_retry = more && (copied || returned);
             let now_ms = strategies::now_ms();
             match result {
                 Ok(mut resp) => {
@@ -433,7 +452,7 @@ impl Proxy {
                         status: rparts.status.as_u16(),
                         start,
                         bytes: 0,
-                        log: log.map(Box::new),
+                        log,
                     };
                     return Ok(Response::from_parts(
                         rparts,

@@ -770,6 +770,32 @@ async fn connect_failure_is_retried_for_any_method() {
     );
 }
 
+/// A body too large to keep for a retry (over the 64 KiB buffer) streams to the node and
+/// cannot be sent twice — but a connect failure happens before any of it is read, so the
+/// request comes back unsent and goes to another node whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failure_is_retried_for_a_streamed_body() {
+    let dead = refusing_addr();
+    let sink = Backend::start("sink", Behaviour::Sink).await;
+    let sy = Switchyard::start(&config(&[dead, sink.addr], ""));
+    let payload = vec![7u8; 300 * 1024];
+    for i in 0..4 {
+        let r = post(sy.http(), &format!("/big/{i}"), payload.clone()).await;
+        assert_eq!(r.status, 200, "POST {i}: {}", r.text());
+        assert_eq!(
+            r.json()["len"],
+            payload.len(),
+            "POST {i}: the whole body arrived"
+        );
+    }
+    assert_eq!(sink.count(), 4);
+    let m = metrics(&sy).await;
+    assert!(
+        upstream(&m, dead, "connect_error") >= 1.0,
+        "the dead node was tried"
+    );
+}
+
 // ---- 4. passive ejection ------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
