@@ -26,6 +26,7 @@ use hyper::body::Incoming;
 use strategies::InFlight;
 
 use crate::accesslog::{AccessLog, Record};
+use crate::h1codec::H1Body;
 use crate::h1pool::Checkout;
 use crate::metrics::PoolMetrics;
 
@@ -184,10 +185,48 @@ pub enum ResponseBody {
     Upstream(Box<UpstreamBody>),
 }
 
+/// An upstream's response body as it arrives.
+#[derive(Debug)]
+pub enum UpstreamIncoming {
+    /// From hyper's client (TLS and HTTP/2 pools, upgrades, streamed request bodies).
+    Hyper(Incoming),
+    /// Read by [`crate::h1codec`] from a plain HTTP/1.1 node.
+    Own(H1Body),
+}
+
+impl Body for UpstreamIncoming {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            UpstreamIncoming::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamIncoming::Own(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamIncoming::Hyper(b) => b.is_end_stream(),
+            UpstreamIncoming::Own(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamIncoming::Hyper(b) => b.size_hint(),
+            UpstreamIncoming::Own(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The upstream's body plus its deadline and accounting.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    pub inner: Incoming,
+    pub inner: UpstreamIncoming,
     pub completion: Option<Completion>,
     /// End of the whole upstream exchange (`timeouts.request`).
     pub deadline: tokio::time::Instant,
@@ -216,7 +255,7 @@ impl ResponseBody {
     }
 
     pub fn upstream(
-        inner: Incoming,
+        inner: UpstreamIncoming,
         completion: Completion,
         deadline: tokio::time::Instant,
         conn: Option<Checkout>,
@@ -254,7 +293,7 @@ impl Body for ResponseBody {
                         // The body is over: release the node now rather than when hyper
                         // gets round to dropping us.
                         up.completion.take();
-                        Poll::Ready(Some(Err(e.into())))
+                        Poll::Ready(Some(Err(e)))
                     }
                     Poll::Ready(None) => {
                         up.completion.take();

@@ -10,7 +10,8 @@
 //!   [`h1guard`]: the request-smuggling checks on HTTP/1 bytes that hyper does not make;
 //! - [`ratelimit`]: the per-client token buckets of `rate_limit`, checked before routing;
 //! - [`proxy`]: the request path — [`router`] → [`snapshot`] pool → strategy (the
-//!   `strategies` crate) → [`upstream`] client ([`h1pool`] for plain HTTP/1.1 nodes) →
+//!   `strategies` crate) → [`upstream`] client ([`h1pool`] and [`h1codec`] for plain
+//!   HTTP/1.1 nodes) →
 //!   response [`body`];
 //! - [`headers`]: forwarding and hop-by-hop header rules; [`error`]: the answers the
 //!   balancer makes itself;
@@ -32,6 +33,7 @@ pub mod config;
 pub mod conn_timeout;
 pub mod demo;
 pub mod error;
+pub mod h1codec;
 pub mod h1guard;
 pub mod h1pool;
 pub mod headers;

@@ -31,7 +31,9 @@ use strategies::PickContext;
 use tokio_util::task::TaskTracker;
 
 use crate::accesslog::{AccessLog, Record};
-use crate::body::{Completion, LimitedBody, PendingLog, RequestBody, ResponseBody};
+use crate::body::{
+    Completion, LimitedBody, PendingLog, RequestBody, ResponseBody, UpstreamIncoming,
+};
 use crate::config::HashKey;
 use crate::error::ProxyError;
 use crate::h1guard::Violation;
@@ -386,17 +388,15 @@ impl Proxy {
             let (result, conn) = match pooled {
                 Some(sa) => {
                     let max_idle = pool.client.settings.max_idle_per_node;
-                    match h1pool::send(
-                        &node.conns,
-                        sa,
-                        up_req,
+                    let target = h1pool::Target {
+                        conns: &node.conns,
+                        addr: sa,
                         deadline,
-                        pool.connect_timeout,
+                        connect_timeout: pool.connect_timeout,
                         max_idle,
-                    )
-                    .await
-                    {
-                        Ok((resp, conn)) => (Ok(resp), Some(conn)),
+                    };
+                    match h1pool::send(target, up_req).await {
+                        Ok(sent) => (Ok(sent.response), Some((sent.checkout, sent.handed_over))),
                         Err(h1pool::SendError { error, unsent }) => {
                             if let (Some(unsent), false) = (unsent, copied) {
                                 let (parts, unsent_body) = unsent.into_parts();
@@ -411,7 +411,12 @@ impl Proxy {
                 // Boxed: TLS and HTTP/2 pools are the rarer path, and this future is large;
                 // inline, it would make every request's future (moved on each poll set-up)
                 // that much larger.
-                None => (Box::pin(pool.client.send(up_req, deadline)).await, None),
+                None => (
+                    Box::pin(pool.client.send(up_req, deadline))
+                        .await
+                        .map(|r| r.map(UpstreamIncoming::Hyper)),
+                    None,
+                ),
             };
             let can_retry = more && (copied || returned);
             let now_ms = strategies::now_ms();
@@ -419,7 +424,7 @@ impl Proxy {
                 Ok(mut resp) => {
                     let status = resp.status();
                     // The node's latency, without the time spent opening a connection.
-                    let rtt_from = conn.as_ref().map_or(sent_at, |c| c.handed_over);
+                    let (checkout, rtt_from) = conn.unwrap_or((None, sent_at));
                     node.stats.observe_rtt(rtt_from.elapsed());
                     let failed = status.is_server_error();
                     node.metrics.record(if failed {
@@ -456,7 +461,7 @@ impl Proxy {
                     };
                     return Ok(Response::from_parts(
                         rparts,
-                        ResponseBody::upstream(rbody, completion, deadline, conn),
+                        ResponseBody::upstream(rbody, completion, deadline, checkout),
                     ));
                 }
                 Err(e) => {
@@ -545,7 +550,7 @@ async fn buffer_body(
 }
 
 /// Methods that may be sent twice (RFC 9110 idempotent methods).
-fn retryable_method(m: &Method) -> bool {
+pub fn retryable_method(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE

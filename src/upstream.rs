@@ -41,7 +41,7 @@ use crate::config::{LoadedConfig, UpstreamProtocol, UpstreamTlsConfig};
 /// Idle upstream connections are closed after this long; shorter than the usual 60 s+
 /// keep-alive of backends so that we close first and never send on a connection the
 /// backend is closing.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// Settings that, when changed by a reload, require a new client.
 #[derive(Debug, Clone, PartialEq, Eq)]
