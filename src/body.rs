@@ -74,6 +74,15 @@ impl LimitedBody {
 pub struct BodyTooLarge;
 
 impl RequestBody {
+    /// The whole body, when it is here complete (no body, or one buffered for retries).
+    pub fn complete(&self) -> Option<&[u8]> {
+        match self {
+            RequestBody::Empty | RequestBody::Buffered(None) => Some(&[]),
+            RequestBody::Buffered(Some(b)) => Some(b),
+            RequestBody::Streaming(_) | RequestBody::Limited(_) => None,
+        }
+    }
+
     /// A copy for another attempt, if this body can be sent again.
     pub fn try_clone(&self) -> Option<RequestBody> {
         match self {

@@ -36,6 +36,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use crate::h1pool::NodeConns;
+use crate::headers::Forwarding;
 
 /// Largest response head accepted (status line and headers).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -90,13 +91,14 @@ impl Conn {
     }
 }
 
-/// Write `method target HTTP/1.1`, the headers, and the body framing into `out`.
-/// `body_len` is the length of the complete body that follows (0 for none); a
-/// `Content-Length` is added when the headers lack one and there is a body.
+/// Write `method target HTTP/1.1`, the headers, the forwarding headers (unless they are
+/// in `headers` already) and the body framing into `out`. `body_len` is the length of the complete body that follows (0 for
+/// none); a `Content-Length` is added when the headers lack one and there is a body.
 pub fn encode_request(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    forwarding: Option<&Forwarding>,
     body_len: usize,
     out: &mut Vec<u8>,
 ) {
@@ -105,10 +107,16 @@ pub fn encode_request(
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
+        if forwarding.is_some_and(|f| f.replaces(name)) {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(f) = forwarding {
+        f.write(out);
     }
     if body_len > 0 && !headers.contains_key(CONTENT_LENGTH) {
         out.extend_from_slice(b"content-length: ");
@@ -352,7 +360,7 @@ impl H1Body {
                 Decode::Length(left) => {
                     if !conn.buf.is_empty() {
                         let n = (conn.buf.len() as u64).min(left) as usize;
-                        let data = conn.buf.split_to(n).freeze();
+                        let data = take(&mut conn.buf, n);
                         self.state = Decode::Length(left - n as u64);
                         if left == n as u64 {
                             self.finish();
@@ -362,7 +370,8 @@ impl H1Body {
                 }
                 Decode::Close => {
                     if !conn.buf.is_empty() {
-                        return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
+                        let n = conn.buf.len();
+                        return Poll::Ready(Some(Ok(take(&mut conn.buf, n))));
                     }
                     if ready!(conn.poll_fill(cx))? == 0 {
                         self.finish();
@@ -394,6 +403,22 @@ impl H1Body {
                 ))));
             }
         }
+    }
+}
+
+/// Bodies up to this size are copied out of the read buffer rather than split off it: a
+/// split shares the buffer with the body until the client has been sent it, so the next
+/// read would need a new buffer; a small copy keeps the one buffer in use.
+const COPY_MAX: usize = 4096;
+
+/// The first `n` buffered bytes.
+fn take(buf: &mut BytesMut, n: usize) -> Bytes {
+    if n <= COPY_MAX {
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        buf.advance(n);
+        data
+    } else {
+        buf.split_to(n).freeze()
     }
 }
 
@@ -438,7 +463,7 @@ fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> io::Result<Step> {
                 return Ok(Step::NeedMore);
             }
             let n = (buf.len() as u64).min(left) as usize;
-            let data = buf.split_to(n).freeze();
+            let data = take(buf, n);
             let next = if left == n as u64 {
                 Chunk::DataEnd
             } else {
@@ -518,25 +543,60 @@ mod tests {
     }
 
     #[test]
-    fn request_head_has_length_only_when_missing() {
+    fn request_head_has_forwarding_and_length_only_when_missing() {
+        let peer = std::net::IpAddr::from([10, 0, 0, 7]);
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("a.example"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("spoofed"));
+        let host = h.get("host").cloned();
+        let fwd = Forwarding::new(&h, peer, false, host.as_ref());
         let mut out = Vec::new();
-        encode_request(&Method::POST, "/x?y=1", &h, 3, &mut out);
+        encode_request(&Method::POST, "/x?y=1", &h, Some(&fwd), 3, &mut out);
         assert_eq!(
-            out,
-            b"POST /x?y=1 HTTP/1.1\r\nhost: a.example\r\ncontent-length: 3\r\n\r\n"
+            String::from_utf8_lossy(&out),
+            "POST /x?y=1 HTTP/1.1\r\nhost: a.example\r\n\
+             x-forwarded-for: 192.0.2.1, 10.0.0.7\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: a.example\r\ncontent-length: 3\r\n\r\n"
         );
+        // The same headers through the map (hyper's client) say the same.
+        let mut mapped = h.clone();
+        crate::headers::add_forwarding(&mut mapped, peer, false, host.as_ref());
+        for line in String::from_utf8_lossy(&out).split("\r\n").skip(1) {
+            let Some((k, v)) = line.split_once(": ") else {
+                continue;
+            };
+            if k != "content-length" {
+                assert_eq!(mapped.get(k).map(|v| v.to_str().unwrap()), Some(v), "{k}");
+            }
+        }
         out.clear();
         h.insert(CONTENT_LENGTH, HeaderValue::from_static("3"));
-        encode_request(&Method::POST, "/", &h, 3, &mut out);
+        h.remove("x-forwarded-for");
+        let fwd = Forwarding::new(&h, peer, true, None);
+        encode_request(&Method::POST, "/", &h, Some(&fwd), 3, &mut out);
         assert_eq!(
-            out,
-            b"POST / HTTP/1.1\r\nhost: a.example\r\ncontent-length: 3\r\n\r\n"
+            String::from_utf8_lossy(&out),
+            "POST / HTTP/1.1\r\nhost: a.example\r\ncontent-length: 3\r\n\
+             x-forwarded-for: 10.0.0.7\r\nx-forwarded-proto: https\r\n\r\n"
         );
+        // An HTTP/2 request has no Host header: its authority becomes one.
         out.clear();
-        encode_request(&Method::GET, "/", &HeaderMap::new(), 0, &mut out);
-        assert_eq!(out, b"GET / HTTP/1.1\r\n\r\n");
+        let authority = HeaderValue::from_static("b.example:8443");
+        let fwd = Forwarding::new(&HeaderMap::new(), peer, true, Some(&authority));
+        encode_request(
+            &Method::GET,
+            "/",
+            &HeaderMap::new(),
+            Some(&fwd),
+            0,
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "GET / HTTP/1.1\r\nx-forwarded-for: 10.0.0.7\r\nx-forwarded-proto: https\r\n\
+             host: b.example:8443\r\nx-forwarded-host: b.example:8443\r\n\r\n"
+        );
     }
 
     #[test]

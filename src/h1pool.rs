@@ -131,13 +131,10 @@ impl SendError {
     }
 }
 
-/// An answer's head, with what the caller needs to account for the exchange.
+/// An answer's head from [`send_wire`], with when the request left.
 #[derive(Debug)]
 pub struct Sent {
     pub response: Response<UpstreamIncoming>,
-    /// The hyper connection the body arrives on (streamed request bodies only); a codec
-    /// connection travels inside the body instead.
-    pub checkout: Option<Checkout>,
     /// When the request was handed to a connection: the node's latency is measured from
     /// here, so opening a new connection does not count as the node being slow.
     pub handed_over: Instant,
@@ -153,23 +150,6 @@ pub struct Target<'a> {
     pub connect_timeout: Duration,
     /// Idle connections kept for the node.
     pub max_idle: usize,
-}
-
-/// Send `req` to the target node on a pooled or new connection; wait for the response
-/// headers until the target's deadline.
-pub async fn send(t: Target<'_>, req: Request<RequestBody>) -> Result<Sent, SendError> {
-    match req.body() {
-        RequestBody::Empty | RequestBody::Buffered(_) => send_raw(t, req).await,
-        RequestBody::Streaming(_) | RequestBody::Limited(_) => {
-            let (response, checkout) = Box::pin(send_hyper(t, req)).await?;
-            let handed_over = checkout.handed_over;
-            Ok(Sent {
-                response: response.map(UpstreamIncoming::Hyper),
-                checkout: Some(checkout),
-                handed_over,
-            })
-        }
-    }
 }
 
 /// Why one codec exchange failed.
@@ -216,39 +196,25 @@ async fn exchange(conn: &mut Conn, wire: &[u8], method: &Method) -> Result<h1cod
     }
 }
 
-/// A request with a complete body, through [`crate::h1codec`] in this task.
-async fn send_raw(t: Target<'_>, req: Request<RequestBody>) -> Result<Sent, SendError> {
-    let (parts, body) = req.into_parts();
-    let data: &[u8] = match &body {
-        RequestBody::Buffered(Some(b)) => b,
-        _ => &[],
-    };
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let mut wire = Vec::with_capacity(256 + data.len());
-    h1codec::encode_request(&parts.method, target, &parts.headers, data.len(), &mut wire);
-    wire.extend_from_slice(data);
+/// Send a request with a complete body — its bytes, `wire`, made by
+/// [`h1codec::encode_request`] — through [`crate::h1codec`] in this task, on a pooled or
+/// new connection; wait for the response head until the target's deadline. The caller
+/// keeps the request: nothing needs to come back for another attempt.
+pub async fn send_wire(t: Target<'_>, wire: &[u8], method: &Method) -> Result<Sent, UpstreamError> {
     // An idle connection the node closes just as the request goes out yields no answer at
     // all. Sending again on a fresh connection is safe for idempotent methods (RFC 9110
     // §9.2.2) — and for any request whose write failed, which the node never read whole.
-    let idempotent = crate::proxy::retryable_method(&parts.method);
+    let idempotent = crate::proxy::retryable_method(method);
     for reused in [true, false] {
         let mut conn = match reused.then(|| t.conns.take_raw()).flatten() {
             Some(c) => c,
             None if reused => continue,
             // Boxed: opening a connection is the rare case.
-            None => match Box::pin(tcp_connect(t)).await {
-                Ok(s) => Conn::new(s),
-                Err(error) => {
-                    return Err(SendError {
-                        error,
-                        unsent: Some(Request::from_parts(parts, body)),
-                    })
-                }
-            },
+            None => Conn::new(Box::pin(tcp_connect(t)).await?),
         };
         let handed_over = Instant::now();
-        match tokio::time::timeout_at(t.deadline, exchange(&mut conn, &wire, &parts.method)).await {
-            Err(_) => return Err(SendError::sent(UpstreamError::Timeout)),
+        match tokio::time::timeout_at(t.deadline, exchange(&mut conn, wire, method)).await {
+            Err(_) => return Err(UpstreamError::Timeout),
             Ok(Ok(head)) => {
                 let home = ReturnTo {
                     conns: Arc::clone(t.conns),
@@ -260,24 +226,24 @@ async fn send_raw(t: Target<'_>, req: Request<RequestBody>) -> Result<Sent, Send
                 *response.headers_mut() = head.headers;
                 return Ok(Sent {
                     response,
-                    checkout: None,
                     handed_over,
                 });
             }
             Ok(Err(Failure::Unsent(_))) if reused => continue,
             Ok(Err(Failure::Closed(_))) if reused && idempotent => continue,
             Ok(Err(Failure::Unsent(e) | Failure::Closed(e) | Failure::Broken(e))) => {
-                return Err(SendError::sent(UpstreamError::Broken(e)))
+                return Err(UpstreamError::Broken(e))
             }
         }
     }
-    Err(SendError::sent(UpstreamError::Broken(
+    Err(UpstreamError::Broken(
         "the upstream connection closed before answering".to_string(),
-    )))
+    ))
 }
 
-/// A streamed request body, through hyper's client connection.
-async fn send_hyper(
+/// Send a request with a streamed body through hyper's client connection, on a pooled or
+/// new connection; wait for the response head until the target's deadline.
+pub async fn send_streaming(
     t: Target<'_>,
     mut req: Request<RequestBody>,
 ) -> Result<(Response<Incoming>, Checkout), SendError> {

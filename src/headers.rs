@@ -139,37 +139,119 @@ pub fn add_forwarding(
     https: bool,
     host: Option<&HeaderValue>,
 ) {
-    let mut ip_buf = [0u8; IP_TEXT_MAX];
-    let peer_text = ip_text(peer, &mut ip_buf);
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => {
-            // Multiple XFF header lines are joined into one, in order.
-            let mut joined = Vec::with_capacity(prev.len() + peer_text.len() + 2);
-            for (i, v) in headers.get_all(&X_FORWARDED_FOR).iter().enumerate() {
-                if let Ok(s) = v.to_str() {
-                    if i > 0 {
-                        joined.extend_from_slice(b", ");
+    Forwarding::new(headers, peer, https, host).apply(headers);
+}
+
+/// The forwarding headers of one request ([`add_forwarding`]), computed once: inserted
+/// into the header map for hyper's client, or written straight onto the wire by
+/// [`crate::h1codec`] without touching the map.
+#[derive(Debug)]
+pub struct Forwarding {
+    xff: Xff,
+    https: bool,
+    host: Option<HeaderValue>,
+    /// The request has no `Host` header (HTTP/2): the host goes upstream as `Host` too.
+    add_host: bool,
+}
+
+/// The new `X-Forwarded-For` value.
+#[derive(Debug)]
+enum Xff {
+    /// Just the peer's address (the usual case: no earlier proxy), as text.
+    Peer { buf: [u8; IP_TEXT_MAX], len: usize },
+    /// The client's value with the peer's address appended.
+    Joined(Vec<u8>),
+}
+
+impl Forwarding {
+    pub fn new(
+        headers: &HeaderMap,
+        peer: IpAddr,
+        https: bool,
+        host: Option<&HeaderValue>,
+    ) -> Forwarding {
+        let mut buf = [0u8; IP_TEXT_MAX];
+        let len = ip_text(peer, &mut buf).len();
+        let peer_text = &buf[..len];
+        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => {
+                // Multiple XFF header lines are joined into one, in order.
+                let mut joined = Vec::with_capacity(prev.len() + peer_text.len() + 2);
+                for (i, v) in headers.get_all(&X_FORWARDED_FOR).iter().enumerate() {
+                    if let Ok(s) = v.to_str() {
+                        if i > 0 {
+                            joined.extend_from_slice(b", ");
+                        }
+                        joined.extend_from_slice(s.trim().as_bytes());
                     }
-                    joined.extend_from_slice(s.trim().as_bytes());
                 }
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(peer_text);
+                Xff::Joined(joined)
             }
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(peer_text);
-            HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)).ok()
+            _ => Xff::Peer { buf, len },
+        };
+        Forwarding {
+            xff,
+            https,
+            host: host.cloned(),
+            add_host: !headers.contains_key(HOST),
         }
-        _ => HeaderValue::from_bytes(peer_text).ok(),
-    };
-    if let Some(v) = xff {
-        headers.insert(&X_FORWARDED_FOR, v);
     }
-    headers.insert(
-        &X_FORWARDED_PROTO,
-        HeaderValue::from_static(if https { "https" } else { "http" }),
-    );
-    if let Some(h) = host {
-        headers.insert(&X_FORWARDED_HOST, h.clone());
-        if !headers.contains_key(HOST) {
-            headers.insert(HOST, h.clone());
+
+    fn xff(&self) -> &[u8] {
+        match &self.xff {
+            Xff::Peer { buf, len } => &buf[..*len],
+            Xff::Joined(v) => v,
+        }
+    }
+
+    fn proto(&self) -> &'static str {
+        if self.https {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Insert the headers into `headers` (the map they were computed from).
+    pub fn apply(self, headers: &mut HeaderMap) {
+        if let Ok(v) = HeaderValue::from_bytes(self.xff()) {
+            headers.insert(&X_FORWARDED_FOR, v);
+        }
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(self.proto()));
+        if let Some(h) = self.host {
+            if self.add_host {
+                headers.insert(HOST, h.clone());
+            }
+            headers.insert(&X_FORWARDED_HOST, h);
+        }
+    }
+
+    /// Does a client header of this name give way to ours on the wire?
+    pub fn replaces(&self, name: &HeaderName) -> bool {
+        *name == X_FORWARDED_FOR
+            || *name == X_FORWARDED_PROTO
+            || (self.host.is_some() && *name == X_FORWARDED_HOST)
+    }
+
+    /// Write the headers as HTTP/1.1 header lines.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        // The joined value is made of header-value text and an address: always valid.
+        out.extend_from_slice(b"x-forwarded-for: ");
+        out.extend_from_slice(self.xff());
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(self.proto().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(h) = &self.host {
+            if self.add_host {
+                out.extend_from_slice(b"host: ");
+                out.extend_from_slice(h.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"x-forwarded-host: ");
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
     }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{HeaderValue, CONNECTION, COOKIE, HOST, RETRY_AFTER};
 use http::uri::{PathAndQuery, Scheme, Uri};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -36,13 +36,14 @@ use crate::body::{
 };
 use crate::config::HashKey;
 use crate::error::ProxyError;
+use crate::h1codec;
 use crate::h1guard::Violation;
-use crate::h1pool;
+use crate::h1pool::{self, Checkout};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::{Metrics, Outcome, PoolMetrics, NO_POOL};
 use crate::outlier;
 use crate::ratelimit::Refused;
-use crate::snapshot::{Pool, SnapshotCell};
+use crate::snapshot::{Node, Pool, SnapshotCell};
 use crate::upstream::UpstreamError;
 
 /// The most attempts a request can make (1 + retries).
@@ -291,7 +292,17 @@ impl Proxy {
         });
         let mut headers = parts.headers;
         headers::strip_hop_by_hop(&mut headers, upgrade);
-        headers::add_forwarding(&mut headers, conn.peer.ip(), conn.https, host.as_ref());
+        // Computed once; inserted into `headers` only if a request goes out through hyper's
+        // client, written straight onto the wire by the codec otherwise.
+        let mut forwarding = Some(headers::Forwarding::new(
+            &headers,
+            conn.peer.ip(),
+            conn.https,
+            host.as_ref(),
+        ));
+        // The request's bytes for the codec (plain HTTP/1.1 nodes, complete body): the same
+        // for every node, so made once, on the first attempt that needs them.
+        let mut wire: Vec<u8> = Vec::new();
 
         let policy = &pool.retry;
         let now_ms = strategies::now_ms();
@@ -343,89 +354,75 @@ impl Proxy {
                 pool.metrics.retries.inc();
             }
 
-            // Plain HTTP/1.1 nodes: the per-node pool, which speaks to one node and takes an
-            // origin-form target. Everything else: the pooled client, absolute URI.
-            let pooled = match node.socket_addr {
-                Some(sa) if pool.client.plain_http1() && downstream_upgrade.is_none() => Some(sa),
-                _ => None,
-            };
-            // Keep a copy of the body and headers for another attempt only when one may be
-            // needed after the request left: a request the per-node pool could not hand to
-            // any connection comes back unsent. So with the default policy (retry connect
-            // failures only) the happy path moves them and copies nothing.
-            let more = attempt + 1 < max_attempts;
-            let retry_after_send = idempotent && (policy.on_timeout || policy.on_status != 0);
-            let copy = if more && (retry_after_send || pooled.is_none()) {
-                body.try_clone()
-            } else {
-                None
-            };
-            let copied = copy.is_some();
-            let this_body = std::mem::replace(&mut body, copy.unwrap_or(RequestBody::Empty));
-
-            let mut up_req = Request::new(this_body);
-            *up_req.method_mut() = method.clone();
-            *up_req.uri_mut() = match pooled {
-                Some(_) => Uri::from(path_and_query.clone()),
-                None => upstream_uri(pool.client.scheme(), &node.authority, &path_and_query),
-            };
-            *up_req.version_mut() = pool.client.version();
-            *up_req.headers_mut() = if copied {
-                headers.clone()
-            } else {
-                std::mem::take(&mut headers)
-            };
-
             if let Some(l) = log.as_mut() {
                 l.record.attempts = attempt as u32 + 1;
                 l.record.node.clear();
                 l.record.node.push_str(&node.addr);
             }
+            let more = attempt + 1 < max_attempts;
             let sent_at = Instant::now();
             let deadline = tokio::time::Instant::from_std(sent_at) + pool.request_timeout;
-            // Set when the request came back unsent and can go to another node as it is.
-            let mut returned = false;
-            let (result, conn) = match pooled {
-                Some(sa) => {
-                    let max_idle = pool.client.settings.max_idle_per_node;
-                    let target = h1pool::Target {
+            // Plain HTTP/1.1 nodes take the per-node pool, which speaks to one node with an
+            // origin-form target: through the codec in this task when the body is complete
+            // (the request stays here, ready for another attempt), through hyper's
+            // connection when it streams. Everything else: the pooled client, absolute URI.
+            let pooled = match node.socket_addr {
+                Some(sa) if pool.client.plain_http1() && downstream_upgrade.is_none() => {
+                    Some(h1pool::Target {
                         conns: &node.conns,
                         addr: sa,
                         deadline,
                         connect_timeout: pool.connect_timeout,
-                        max_idle,
-                    };
-                    match h1pool::send(target, up_req).await {
-                        Ok(sent) => (Ok(sent.response), Some((sent.checkout, sent.handed_over))),
-                        Err(h1pool::SendError { error, unsent }) => {
-                            if let (Some(unsent), false) = (unsent, copied) {
-                                let (parts, unsent_body) = unsent.into_parts();
-                                headers = parts.headers;
-                                body = unsent_body;
-                                returned = true;
-                            }
-                            (Err(error), None)
-                        }
+                        max_idle: pool.client.settings.max_idle_per_node,
+                    })
+                }
+                _ => None,
+            };
+            let (result, handed_over, checkout, can_retry) = match (pooled, body.complete()) {
+                (Some(target), Some(data)) => {
+                    if wire.is_empty() {
+                        h1codec::encode_request(
+                            &method,
+                            path_and_query.as_str(),
+                            &headers,
+                            forwarding.as_ref(),
+                            data.len(),
+                            &mut wire,
+                        );
+                        wire.extend_from_slice(data);
+                    }
+                    match h1pool::send_wire(target, &wire, &method).await {
+                        Ok(sent) => (Ok(sent.response), sent.handed_over, None, more),
+                        Err(e) => (Err(e), sent_at, None, more),
                     }
                 }
-                // Boxed: TLS and HTTP/2 pools are the rarer path, and this future is large;
-                // inline, it would make every request's future (moved on each poll set-up)
-                // that much larger.
-                None => (
-                    Box::pin(pool.client.send(up_req, deadline))
-                        .await
-                        .map(|r| r.map(UpstreamIncoming::Hyper)),
-                    None,
-                ),
+                (pooled, _) => {
+                    if let Some(fwd) = forwarding.take() {
+                        fwd.apply(&mut headers);
+                    }
+                    // Boxed: the rarer paths, with large futures.
+                    Box::pin(self.send_through_hyper(
+                        pool,
+                        node,
+                        pooled,
+                        &method,
+                        &path_and_query,
+                        &mut headers,
+                        &mut body,
+                        more,
+                        idempotent && (policy.on_timeout || policy.on_status != 0),
+                        deadline,
+                    ))
+                    .await
+                }
             };
-            let can_retry = more && (copied || returned);
+            let can_retry = more && can_retry;
             let now_ms = strategies::now_ms();
             match result {
                 Ok(mut resp) => {
                     let status = resp.status();
                     // The node's latency, without the time spent opening a connection.
-                    let (checkout, rtt_from) = conn.unwrap_or((None, sent_at));
-                    node.stats.observe_rtt(rtt_from.elapsed());
+                    node.stats.observe_rtt(handed_over.elapsed());
                     let failed = status.is_server_error();
                     node.metrics.record(if failed {
                         Outcome::HttpError
@@ -505,6 +502,90 @@ impl Proxy {
         Err((last_err, log))
     }
 }
+
+impl Proxy {
+    /// One attempt through hyper: the per-node pool's hyper connection (a streamed body to
+    /// a plain HTTP/1.1 node) or the pooled client (TLS, HTTP/2, upgrades). A copy of the
+    /// body and headers is kept for another attempt only when one may be needed after the
+    /// request left (`retry_after_send`) or the client cannot hand an unsent request back;
+    /// so with the default policy (retry connect failures only) nothing is copied.
+    /// Returns the result, when the request was handed over, the pooled connection, and
+    /// whether the request is still here for another attempt.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_through_hyper(
+        &self,
+        pool: &Pool,
+        node: &Node,
+        pooled: Option<h1pool::Target<'_>>,
+        method: &Method,
+        pq: &PathAndQuery,
+        headers: &mut HeaderMap,
+        body: &mut RequestBody,
+        more: bool,
+        retry_after_send: bool,
+        deadline: tokio::time::Instant,
+    ) -> Attempt {
+        let sent_at = Instant::now();
+        let copy = if more && (retry_after_send || pooled.is_none()) {
+            body.try_clone()
+        } else {
+            None
+        };
+        let copied = copy.is_some();
+        let this_body = std::mem::replace(body, copy.unwrap_or(RequestBody::Empty));
+        let mut up_req = Request::new(this_body);
+        *up_req.method_mut() = method.clone();
+        *up_req.uri_mut() = match pooled {
+            Some(_) => Uri::from(pq.clone()),
+            None => upstream_uri(pool.client.scheme(), &node.authority, pq),
+        };
+        *up_req.version_mut() = pool.client.version();
+        *up_req.headers_mut() = if copied {
+            headers.clone()
+        } else {
+            std::mem::take(headers)
+        };
+        let Some(target) = pooled else {
+            let result = pool.client.send(up_req, deadline).await;
+            return (
+                result.map(|r| r.map(UpstreamIncoming::Hyper)),
+                sent_at,
+                None,
+                copied,
+            );
+        };
+        match h1pool::send_streaming(target, up_req).await {
+            Ok((resp, checkout)) => (
+                Ok(resp.map(UpstreamIncoming::Hyper)),
+                checkout.handed_over,
+                Some(checkout),
+                copied,
+            ),
+            Err(h1pool::SendError { error, unsent }) => {
+                // The request came back unsent: it can go to another node as it is.
+                let returned = match (unsent, copied) {
+                    (Some(unsent), false) => {
+                        let (parts, unsent_body) = unsent.into_parts();
+                        *headers = parts.headers;
+                        *body = unsent_body;
+                        true
+                    }
+                    _ => false,
+                };
+                (Err(error), sent_at, None, copied || returned)
+            }
+        }
+    }
+}
+
+/// One attempt's result, when the request was handed to a connection, the pooled hyper
+/// connection its body arrives on, and whether the request can be sent again.
+type Attempt = (
+    Result<Response<UpstreamIncoming>, UpstreamError>,
+    Instant,
+    Option<Checkout>,
+    bool,
+);
 
 /// Bodies up to this size are read whole before the first attempt so that a retry can
 /// send them again; larger or unsized bodies stream and are sent once.
