@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -431,14 +432,15 @@ async fn serve_connection<I>(
     let handler = Arc::clone(handler);
     let svc_activity = Arc::clone(&activity);
     let svc = service_fn(move |req: Request<Incoming>| {
-        let handler = Arc::clone(&handler);
         let in_flight = svc_activity.request(req.version());
         let mut info = info;
         info.malformed = guard.as_ref().and_then(GuardHandle::next_request);
-        async move {
-            let resp = handler.proxy.handle(req, info, &handler.listener).await;
-            Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
-        }
+        handler
+            .proxy
+            .handle(req, info, &handler.listener)
+            .map(move |resp| {
+                Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
+            })
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);

@@ -14,11 +14,13 @@
 //! ([`headers::client_addr`]). Their answers are counted under the pool the request would
 //! have gone to (`none` without a route).
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::future::{ready, Either};
 use http::header::{HeaderValue, CONNECTION, COOKIE, HOST, RETRY_AFTER};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
@@ -106,13 +108,15 @@ impl Proxy {
         }
     }
 
-    /// Serve one request.
-    pub async fn handle(
-        &self,
+    /// Serve one request. Everything up to the upstream exchange happens here, before the
+    /// returned future is first polled: a refused or unroutable request is answered at
+    /// once, and the future of a forwarded one holds only what the exchange needs.
+    pub fn handle(
+        self: &Arc<Self>,
         mut req: Request<Incoming>,
         conn: ConnInfo,
         listener: &ListenerInfo,
-    ) -> Response<ResponseBody> {
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
         let start = Instant::now();
         let request_id = headers::ensure_request_id(req.headers_mut());
 
@@ -170,31 +174,34 @@ impl Proxy {
         let http1 = req.version() < Version::HTTP_2;
         if let Some(refusal) = refusal {
             let metrics = pool.as_ref().map_or(&self.no_route, |p| &p.metrics);
-            return self.refuse(refusal, metrics, listener, http1, start, request_id, log);
+            let resp = self.refuse(refusal, metrics, listener, http1, start, request_id, log);
+            return Either::Left(ready(resp));
         }
         let Some(pool) = pool else {
-            return self.local_answer(ProxyError::NoRoute, &self.no_route, start, request_id, log);
+            let resp =
+                self.local_answer(ProxyError::NoRoute, &self.no_route, start, request_id, log);
+            return Either::Left(ready(resp));
         };
-
-        match self
-            .forward(&pool, req, conn, client, body_limit, start, log)
-            .await
-        {
-            Ok(mut resp) => {
-                resp.headers_mut().insert(&X_REQUEST_ID, request_id);
-                resp
-            }
-            Err((e, log)) => {
-                // The rest of an oversized body is never read: do not wait for it.
-                let close = http1 && matches!(e, ProxyError::BodyTooLarge);
-                let mut resp = self.local_answer(e, &pool.metrics, start, request_id, log);
-                if close {
-                    resp.headers_mut()
-                        .insert(CONNECTION, HeaderValue::from_static("close"));
+        let prepared = Prepared::new(req, &pool, &conn, client);
+        let this = Arc::clone(self);
+        Either::Right(async move {
+            match this.forward(&pool, prepared, body_limit, start, log).await {
+                Ok(mut resp) => {
+                    resp.headers_mut().insert(&X_REQUEST_ID, request_id);
+                    resp
                 }
-                resp
+                Err((e, log)) => {
+                    // The rest of an oversized body is never read: do not wait for it.
+                    let close = http1 && matches!(e, ProxyError::BodyTooLarge);
+                    let mut resp = this.local_answer(e, &pool.metrics, start, request_id, log);
+                    if close {
+                        resp.headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    resp
+                }
             }
-        }
+        })
     }
 
     /// Answer a request refused before routing (see the module docs).
@@ -257,17 +264,251 @@ impl Proxy {
         resp
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn forward(
-        &self,
-        pool: &Pool,
-        mut req: Request<Incoming>,
-        conn: ConnInfo,
-        client: IpAddr,
+    /// Send the prepared request to the pool's nodes, retrying as the pool's policy allows.
+    /// (A plain `fn` returning an `async` block: an `async fn` would keep a second copy of
+    /// each argument in its state, and this future is moved on every poll set-up.)
+    #[allow(clippy::manual_async_fn)]
+    fn forward<'a>(
+        &'a self,
+        pool: &'a Pool,
+        mut p: Prepared,
         body_limit: Option<u64>,
         start: Instant,
         mut log: Option<Box<PendingLog>>,
-    ) -> Result<Response<ResponseBody>, (ProxyError, Option<Box<PendingLog>>)> {
+    ) -> impl Future<Output = Result<Response<ResponseBody>, (ProxyError, Option<Box<PendingLog>>)>>
+           + Send
+           + 'a {
+        async move {
+            // The request's bytes for the codec (plain HTTP/1.1 nodes, complete body): the same
+            // for every node, so made once, on the first attempt that needs them.
+            let mut wire: Vec<u8> = Vec::new();
+
+            let policy = &pool.retry;
+            let now_ms = strategies::now_ms();
+            pool.budget.record_request(now_ms);
+            let (mut body, body_cut) = match request_body(
+                p.body,
+                policy.attempts > 0,
+                pool.request_timeout,
+                body_limit,
+            )
+            .await
+            {
+                Ok(b) => b,
+                Err(e) => return Err((e, log)),
+            };
+
+            let max_attempts = (policy.attempts as usize + 1).min(MAX_ATTEMPTS);
+            // Nodes this request must not be sent to again: tried ones, and ones found full.
+            let mut excluded = [usize::MAX; EXCLUDE_CAP];
+            let mut n_excluded = 0;
+            let mut last_err = ProxyError::NoHealthyNode;
+            let idempotent = retryable_method(&p.method);
+
+            for attempt in 0..max_attempts {
+                // Pick a node and claim an in-flight slot atomically: a node that reached
+                // `max_connections_per_node` between the pick and the claim is skipped like
+                // any saturated node, so concurrent requests never overshoot the cap.
+                let picked = loop {
+                    let ctx = PickContext {
+                        hash: p.hash,
+                        exclude: &excluded[..n_excluded],
+                        now_ms,
+                    };
+                    let Some(idx) = pool.strategy.pick(&ctx) else {
+                        break None;
+                    };
+                    let Some(node) = pool.nodes.get(idx) else {
+                        break None;
+                    };
+                    if n_excluded < EXCLUDE_CAP {
+                        excluded[n_excluded] = idx;
+                        n_excluded += 1;
+                    }
+                    if let Some(guard) = node.stats.try_start_request() {
+                        break Some((node, guard));
+                    }
+                    if n_excluded == EXCLUDE_CAP {
+                        break None;
+                    }
+                };
+                let Some((node, in_flight)) = picked else {
+                    break;
+                };
+                if attempt > 0 {
+                    pool.metrics.retries.inc();
+                }
+
+                if let Some(l) = log.as_mut() {
+                    l.record.attempts = attempt as u32 + 1;
+                    l.record.node.clear();
+                    l.record.node.push_str(&node.addr);
+                }
+                let more = attempt + 1 < max_attempts;
+                let sent_at = Instant::now();
+                let deadline = tokio::time::Instant::from_std(sent_at) + pool.request_timeout;
+                // Plain HTTP/1.1 nodes take the per-node pool, which speaks to one node with an
+                // origin-form target: through the codec in this task when the body is complete
+                // (the request stays here, ready for another attempt), through hyper's
+                // connection when it streams. Everything else: the pooled client, absolute URI.
+                let pooled = match node.socket_addr {
+                    Some(sa) if pool.client.plain_http1() && p.downstream_upgrade.is_none() => {
+                        Some(h1pool::Target {
+                            conns: &node.conns,
+                            addr: sa,
+                            deadline,
+                            connect_timeout: pool.connect_timeout,
+                            max_idle: pool.client.settings.max_idle_per_node,
+                        })
+                    }
+                    _ => None,
+                };
+                let (result, handed_over, checkout, can_retry) = match (pooled, body.complete()) {
+                    (Some(target), Some(data)) => {
+                        if wire.is_empty() {
+                            h1codec::encode_request(
+                                &p.method,
+                                p.path_and_query.as_str(),
+                                &p.headers,
+                                p.forwarding.as_ref(),
+                                data.len(),
+                                &mut wire,
+                            );
+                            wire.extend_from_slice(data);
+                        }
+                        match h1pool::send_wire(target, &wire, &p.method).await {
+                            Ok(sent) => (Ok(sent.response), sent.handed_over, None, more),
+                            Err(e) => (Err(e), sent_at, None, more),
+                        }
+                    }
+                    (pooled, _) => {
+                        if let Some(fwd) = p.forwarding.take() {
+                            fwd.apply(&mut p.headers);
+                        }
+                        // Boxed: the rarer paths, with large futures.
+                        Box::pin(self.send_through_hyper(
+                            pool,
+                            node,
+                            pooled,
+                            &p.method,
+                            &p.path_and_query,
+                            &mut p.headers,
+                            &mut body,
+                            more,
+                            idempotent && (policy.on_timeout || policy.on_status != 0),
+                            deadline,
+                        ))
+                        .await
+                    }
+                };
+                let can_retry = more && can_retry;
+                let now_ms = strategies::now_ms();
+                match result {
+                    Ok(mut resp) => {
+                        let status = resp.status();
+                        // The node's latency, without the time spent opening a connection.
+                        node.stats.observe_rtt(handed_over.elapsed());
+                        let failed = status.is_server_error();
+                        node.metrics.record(if failed {
+                            Outcome::HttpError
+                        } else {
+                            Outcome::Success
+                        });
+                        outlier::record(pool, node, failed, now_ms);
+                        if failed
+                            && can_retry
+                            && idempotent
+                            && policy.retries_status(status.as_u16())
+                            && pool.budget.try_retry(now_ms, policy.budget_percent)
+                        {
+                            last_err = ProxyError::Upstream(UpstreamError::Status(status.as_u16()));
+                            continue;
+                        }
+                        if status == StatusCode::SWITCHING_PROTOCOLS {
+                            if let Some(down) = p.downstream_upgrade {
+                                let up = hyper::upgrade::on(&mut resp);
+                                self.tracker.spawn(tunnel(down, up));
+                            }
+                        } else {
+                            headers::strip_hop_by_hop(resp.headers_mut(), false);
+                        }
+                        let (rparts, rbody) = resp.into_parts();
+                        let completion = Completion {
+                            in_flight: Some(in_flight),
+                            metrics: pool.metrics.clone(),
+                            status: rparts.status.as_u16(),
+                            start,
+                            bytes: 0,
+                            log,
+                        };
+                        return Ok(Response::from_parts(
+                            rparts,
+                            ResponseBody::upstream(rbody, completion, deadline, checkout),
+                        ));
+                    }
+                    Err(e) => {
+                        drop(in_flight);
+                        if body_cut.as_ref().is_some_and(|c| c.load(Ordering::Acquire)) {
+                            // The client's body crossed `max_body_bytes` and the request was
+                            // aborted: the client's doing, not the node's.
+                            return Err((ProxyError::BodyTooLarge, log));
+                        }
+                        // A node that stops answering must not look fast while its estimate
+                        // decays: the time this attempt cost counts as its latency.
+                        node.stats.observe_rtt(sent_at.elapsed());
+                        let (outcome, retry) = match &e {
+                            // Nothing reached the node: safe to retry for any method.
+                            UpstreamError::Connect(_) => {
+                                (Outcome::ConnectError, policy.on_connect_failure)
+                            }
+                            UpstreamError::ConnectTimeout => (
+                                Outcome::Timeout,
+                                policy.on_connect_failure || policy.on_timeout,
+                            ),
+                            UpstreamError::Timeout => {
+                                (Outcome::Timeout, policy.on_timeout && idempotent)
+                            }
+                            // A reset or close after the request was sent counts as a 502.
+                            UpstreamError::Broken(_) | UpstreamError::Status(_) => {
+                                (Outcome::HttpError, policy.retries_status(502) && idempotent)
+                            }
+                        };
+                        node.metrics.record(outcome);
+                        outlier::record(pool, node, true, now_ms);
+                        tracing::debug!(pool = %pool.name, node = %node.addr, error = %e, attempt, "upstream attempt failed");
+                        last_err = ProxyError::Upstream(e);
+                        if !(can_retry
+                            && retry
+                            && pool.budget.try_retry(now_ms, policy.budget_percent))
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+            Err((last_err, log))
+        }
+    }
+}
+
+/// A request taken apart for forwarding: what every attempt needs, computed once.
+struct Prepared {
+    method: Method,
+    path_and_query: PathAndQuery,
+    /// The client's headers, hop-by-hop ones removed.
+    headers: HeaderMap,
+    body: Incoming,
+    /// The client's side of an HTTP/1.1 upgrade (WebSocket), when it asked for one.
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The `hash_key` value (0 when the pool hashes nothing).
+    hash: u64,
+    /// Computed once; inserted into `headers` only if a request goes out through hyper's
+    /// client, written straight onto the wire by the codec otherwise.
+    forwarding: Option<headers::Forwarding>,
+}
+
+impl Prepared {
+    fn new(mut req: Request<Incoming>, pool: &Pool, conn: &ConnInfo, client: IpAddr) -> Prepared {
         let upgrade =
             headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11;
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -276,9 +517,7 @@ impl Proxy {
             .as_ref()
             .map(|k| hash_for(k, &req, client))
             .unwrap_or(0);
-
         let (parts, body) = req.into_parts();
-        let method = parts.method;
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -292,214 +531,17 @@ impl Proxy {
         });
         let mut headers = parts.headers;
         headers::strip_hop_by_hop(&mut headers, upgrade);
-        // Computed once; inserted into `headers` only if a request goes out through hyper's
-        // client, written straight onto the wire by the codec otherwise.
-        let mut forwarding = Some(headers::Forwarding::new(
-            &headers,
-            conn.peer.ip(),
-            conn.https,
-            host.as_ref(),
-        ));
-        // The request's bytes for the codec (plain HTTP/1.1 nodes, complete body): the same
-        // for every node, so made once, on the first attempt that needs them.
-        let mut wire: Vec<u8> = Vec::new();
-
-        let policy = &pool.retry;
-        let now_ms = strategies::now_ms();
-        pool.budget.record_request(now_ms);
-        let (mut body, body_cut) =
-            match request_body(body, policy.attempts > 0, pool.request_timeout, body_limit).await {
-                Ok(b) => b,
-                Err(e) => return Err((e, log)),
-            };
-
-        let max_attempts = (policy.attempts as usize + 1).min(MAX_ATTEMPTS);
-        // Nodes this request must not be sent to again: tried ones, and ones found full.
-        let mut excluded = [usize::MAX; EXCLUDE_CAP];
-        let mut n_excluded = 0;
-        let mut last_err = ProxyError::NoHealthyNode;
-        let idempotent = retryable_method(&method);
-
-        for attempt in 0..max_attempts {
-            // Pick a node and claim an in-flight slot atomically: a node that reached
-            // `max_connections_per_node` between the pick and the claim is skipped like
-            // any saturated node, so concurrent requests never overshoot the cap.
-            let picked = loop {
-                let ctx = PickContext {
-                    hash,
-                    exclude: &excluded[..n_excluded],
-                    now_ms,
-                };
-                let Some(idx) = pool.strategy.pick(&ctx) else {
-                    break None;
-                };
-                let Some(node) = pool.nodes.get(idx) else {
-                    break None;
-                };
-                if n_excluded < EXCLUDE_CAP {
-                    excluded[n_excluded] = idx;
-                    n_excluded += 1;
-                }
-                if let Some(guard) = node.stats.try_start_request() {
-                    break Some((node, guard));
-                }
-                if n_excluded == EXCLUDE_CAP {
-                    break None;
-                }
-            };
-            let Some((node, in_flight)) = picked else {
-                break;
-            };
-            if attempt > 0 {
-                pool.metrics.retries.inc();
-            }
-
-            if let Some(l) = log.as_mut() {
-                l.record.attempts = attempt as u32 + 1;
-                l.record.node.clear();
-                l.record.node.push_str(&node.addr);
-            }
-            let more = attempt + 1 < max_attempts;
-            let sent_at = Instant::now();
-            let deadline = tokio::time::Instant::from_std(sent_at) + pool.request_timeout;
-            // Plain HTTP/1.1 nodes take the per-node pool, which speaks to one node with an
-            // origin-form target: through the codec in this task when the body is complete
-            // (the request stays here, ready for another attempt), through hyper's
-            // connection when it streams. Everything else: the pooled client, absolute URI.
-            let pooled = match node.socket_addr {
-                Some(sa) if pool.client.plain_http1() && downstream_upgrade.is_none() => {
-                    Some(h1pool::Target {
-                        conns: &node.conns,
-                        addr: sa,
-                        deadline,
-                        connect_timeout: pool.connect_timeout,
-                        max_idle: pool.client.settings.max_idle_per_node,
-                    })
-                }
-                _ => None,
-            };
-            let (result, handed_over, checkout, can_retry) = match (pooled, body.complete()) {
-                (Some(target), Some(data)) => {
-                    if wire.is_empty() {
-                        h1codec::encode_request(
-                            &method,
-                            path_and_query.as_str(),
-                            &headers,
-                            forwarding.as_ref(),
-                            data.len(),
-                            &mut wire,
-                        );
-                        wire.extend_from_slice(data);
-                    }
-                    match h1pool::send_wire(target, &wire, &method).await {
-                        Ok(sent) => (Ok(sent.response), sent.handed_over, None, more),
-                        Err(e) => (Err(e), sent_at, None, more),
-                    }
-                }
-                (pooled, _) => {
-                    if let Some(fwd) = forwarding.take() {
-                        fwd.apply(&mut headers);
-                    }
-                    // Boxed: the rarer paths, with large futures.
-                    Box::pin(self.send_through_hyper(
-                        pool,
-                        node,
-                        pooled,
-                        &method,
-                        &path_and_query,
-                        &mut headers,
-                        &mut body,
-                        more,
-                        idempotent && (policy.on_timeout || policy.on_status != 0),
-                        deadline,
-                    ))
-                    .await
-                }
-            };
-            let can_retry = more && can_retry;
-            let now_ms = strategies::now_ms();
-            match result {
-                Ok(mut resp) => {
-                    let status = resp.status();
-                    // The node's latency, without the time spent opening a connection.
-                    node.stats.observe_rtt(handed_over.elapsed());
-                    let failed = status.is_server_error();
-                    node.metrics.record(if failed {
-                        Outcome::HttpError
-                    } else {
-                        Outcome::Success
-                    });
-                    outlier::record(pool, node, failed, now_ms);
-                    if failed
-                        && can_retry
-                        && idempotent
-                        && policy.retries_status(status.as_u16())
-                        && pool.budget.try_retry(now_ms, policy.budget_percent)
-                    {
-                        last_err = ProxyError::Upstream(UpstreamError::Status(status.as_u16()));
-                        continue;
-                    }
-                    if status == StatusCode::SWITCHING_PROTOCOLS {
-                        if let Some(down) = downstream_upgrade {
-                            let up = hyper::upgrade::on(&mut resp);
-                            self.tracker.spawn(tunnel(down, up));
-                        }
-                    } else {
-                        headers::strip_hop_by_hop(resp.headers_mut(), false);
-                    }
-                    let (rparts, rbody) = resp.into_parts();
-                    let completion = Completion {
-                        in_flight: Some(in_flight),
-                        metrics: pool.metrics.clone(),
-                        status: rparts.status.as_u16(),
-                        start,
-                        bytes: 0,
-                        log,
-                    };
-                    return Ok(Response::from_parts(
-                        rparts,
-                        ResponseBody::upstream(rbody, completion, deadline, checkout),
-                    ));
-                }
-                Err(e) => {
-                    drop(in_flight);
-                    if body_cut.as_ref().is_some_and(|c| c.load(Ordering::Acquire)) {
-                        // The client's body crossed `max_body_bytes` and the request was
-                        // aborted: the client's doing, not the node's.
-                        return Err((ProxyError::BodyTooLarge, log));
-                    }
-                    // A node that stops answering must not look fast while its estimate
-                    // decays: the time this attempt cost counts as its latency.
-                    node.stats.observe_rtt(sent_at.elapsed());
-                    let (outcome, retry) = match &e {
-                        // Nothing reached the node: safe to retry for any method.
-                        UpstreamError::Connect(_) => {
-                            (Outcome::ConnectError, policy.on_connect_failure)
-                        }
-                        UpstreamError::ConnectTimeout => (
-                            Outcome::Timeout,
-                            policy.on_connect_failure || policy.on_timeout,
-                        ),
-                        UpstreamError::Timeout => {
-                            (Outcome::Timeout, policy.on_timeout && idempotent)
-                        }
-                        // A reset or close after the request was sent counts as a 502.
-                        UpstreamError::Broken(_) | UpstreamError::Status(_) => {
-                            (Outcome::HttpError, policy.retries_status(502) && idempotent)
-                        }
-                    };
-                    node.metrics.record(outcome);
-                    outlier::record(pool, node, true, now_ms);
-                    tracing::debug!(pool = %pool.name, node = %node.addr, error = %e, attempt, "upstream attempt failed");
-                    last_err = ProxyError::Upstream(e);
-                    if !(can_retry && retry && pool.budget.try_retry(now_ms, policy.budget_percent))
-                    {
-                        break;
-                    }
-                }
-            }
+        let forwarding =
+            headers::Forwarding::new(&headers, conn.peer.ip(), conn.https, host.as_ref());
+        Prepared {
+            method: parts.method,
+            path_and_query,
+            headers,
+            body,
+            downstream_upgrade,
+            hash,
+            forwarding: Some(forwarding),
         }
-        Err((last_err, log))
     }
 }
 
