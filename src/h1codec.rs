@@ -102,6 +102,12 @@ pub fn encode_request(
     body_len: usize,
     out: &mut Vec<u8>,
 ) {
+    // Sized up front: growing the buffer header by header costs more than this pass.
+    let lines: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    out.reserve(method.as_str().len() + target.len() + lines + body_len + 256);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -182,7 +188,8 @@ pub fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, C
             continue;
         }
         let http11 = resp.version == Some(1);
-        let mut headers = HeaderMap::with_capacity(resp.headers.len());
+        // One spare slot: the proxy adds `x-request-id`.
+        let mut headers = HeaderMap::with_capacity(resp.headers.len() + 1);
         let mut close = !http11;
         let mut chunked = false;
         let mut te = false;

@@ -152,6 +152,8 @@ pub struct Forwarding {
     host: Option<HeaderValue>,
     /// The request has no `Host` header (HTTP/2): the host goes upstream as `Host` too.
     add_host: bool,
+    /// The `X-Request-Id` the balancer made for a request that came without one.
+    request_id: Option<HeaderValue>,
 }
 
 /// The new `X-Forwarded-For` value.
@@ -196,7 +198,14 @@ impl Forwarding {
             https,
             host: host.cloned(),
             add_host: !headers.contains_key(HOST),
+            request_id: None,
         }
+    }
+
+    /// Also send `X-Request-Id: id` (for a request that came without one).
+    pub fn with_request_id(mut self, id: Option<HeaderValue>) -> Forwarding {
+        self.request_id = id;
+        self
     }
 
     fn xff(&self) -> &[u8] {
@@ -226,6 +235,9 @@ impl Forwarding {
             }
             headers.insert(&X_FORWARDED_HOST, h);
         }
+        if let Some(id) = self.request_id {
+            headers.insert(&X_REQUEST_ID, id);
+        }
     }
 
     /// Does a client header of this name give way to ours on the wire?
@@ -251,6 +263,11 @@ impl Forwarding {
             }
             out.extend_from_slice(b"x-forwarded-host: ");
             out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(id) = &self.request_id {
+            out.extend_from_slice(b"x-request-id: ");
+            out.extend_from_slice(id.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -319,15 +336,13 @@ fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
         .map(|sa| IpAddr::V4(*sa.ip()))
 }
 
-/// The request's id: the client's `X-Request-Id` if it sent one, else a new one, which is
-/// inserted into the request.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID) {
-        return v.clone();
+/// The request's id: the client's `X-Request-Id` if it sent one, else a new one (`true`:
+/// generated here, and to be sent upstream with [`Forwarding::with_request_id`]).
+pub fn request_id(headers: &HeaderMap) -> (HeaderValue, bool) {
+    match headers.get(&X_REQUEST_ID) {
+        Some(v) => (v.clone(), false),
+        None => (new_request_id(), true),
     }
-    let id = new_request_id();
-    headers.insert(&X_REQUEST_ID, id.clone());
-    id
 }
 
 /// A random 128-bit id as 32 lower-case hex digits: a few nanoseconds, no shared state.

@@ -113,12 +113,13 @@ impl Proxy {
     /// once, and the future of a forwarded one holds only what the exchange needs.
     pub fn handle(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         conn: ConnInfo,
         listener: &ListenerInfo,
     ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
         let start = Instant::now();
-        let request_id = headers::ensure_request_id(req.headers_mut());
+        // A request without an id gets one: sent upstream (see `Forwarding`) and answered.
+        let (request_id, generated) = headers::request_id(req.headers());
 
         // One load of the snapshot per request; only the matched pool is kept past here.
         let (pool, host, client, refusal, body_limit) = {
@@ -182,7 +183,13 @@ impl Proxy {
                 self.local_answer(ProxyError::NoRoute, &self.no_route, start, request_id, log);
             return Either::Left(ready(resp));
         };
-        let prepared = Prepared::new(req, &pool, &conn, client);
+        let prepared = Prepared::new(
+            req,
+            &pool,
+            &conn,
+            client,
+            generated.then(|| request_id.clone()),
+        );
         let this = Arc::clone(self);
         Either::Right(async move {
             match this.forward(&pool, prepared, body_limit, start, log).await {
@@ -508,7 +515,13 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(mut req: Request<Incoming>, pool: &Pool, conn: &ConnInfo, client: IpAddr) -> Prepared {
+    fn new(
+        mut req: Request<Incoming>,
+        pool: &Pool,
+        conn: &ConnInfo,
+        client: IpAddr,
+        request_id: Option<HeaderValue>,
+    ) -> Prepared {
         let upgrade =
             headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11;
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -532,7 +545,8 @@ impl Prepared {
         let mut headers = parts.headers;
         headers::strip_hop_by_hop(&mut headers, upgrade);
         let forwarding =
-            headers::Forwarding::new(&headers, conn.peer.ip(), conn.https, host.as_ref());
+            headers::Forwarding::new(&headers, conn.peer.ip(), conn.https, host.as_ref())
+                .with_request_id(request_id);
         Prepared {
             method: parts.method,
             path_and_query,
