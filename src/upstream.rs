@@ -3,7 +3,10 @@
 //!
 //! Built on hyper-util's pooled client (the production piece of the hyper ecosystem). One
 //! client per pool, kept across snapshot swaps while its settings are unchanged, so that a
-//! reload or a Redis update does not throw away warm connections.
+//! reload or a Redis update does not throw away warm connections. Requests to pools that
+//! speak plain HTTP/1.1 do not use it: they go through each node's own connections
+//! ([`crate::h1pool`], [`crate::h1codec`]); this client serves TLS and HTTP/2 pools and
+//! protocol upgrades.
 //!
 //! A pool with a `tls` section speaks HTTPS through [`UpstreamConnector`]: TCP with
 //! hyper-util's connector, then a rustls handshake (settings from `tls::client_config`)
