@@ -739,8 +739,9 @@ pub fn check_node_addr(s: &str) -> Result<(), String> {
             "invalid node address `{s}`: an IPv6 address needs brackets, as in [::1]:9001"
         ));
     }
+    // Digits only: `u16::from_str` also takes a leading `+`, which no resolver does.
     match port.parse::<u16>() {
-        Ok(p) if p != 0 => {}
+        Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => {}
         _ => {
             return Err(format!(
                 "invalid node address `{s}`: port `{port}` is not a number from 1 to 65535"
@@ -897,6 +898,8 @@ mod tests {
             ("256.1.1.1:80", "not a valid host"),
             ("a b:80", "not a valid host"),
             ("[zz]:80", "not a valid host"),
+            // Regression (issue 7): `+80` parses as a u16 but is no port.
+            ("127.0.0.1:+80", "from 1 to 65535"),
         ] {
             let e = check_node_addr(bad).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");
