@@ -178,6 +178,9 @@ impl Checker<'_> {
         let problem = match std::fs::metadata(&resolved) {
             Err(e) => Some(e.to_string()),
             Ok(m) if m.is_dir() => Some("it is a directory, not a file".to_string()),
+            // A FIFO would block the open (and `switchyard check`) until a writer came; a
+            // device such as /dev/zero would be read without end.
+            Ok(m) if !m.is_file() => Some("it is not a regular file".to_string()),
             Ok(_) => std::fs::File::open(&resolved).err().map(|e| e.to_string()),
         };
         if let Some(problem) = problem {
@@ -945,6 +948,32 @@ mod tests {
         assert!(check_path_prefix("").is_err());
         assert!(check_path_prefix("/a?b=1").is_err());
         assert!(check_path_prefix("/a b").is_err());
+    }
+
+    // Regression (issue 7): only directories were refused, so a device or a FIFO passed
+    // as a certificate or CA file (a FIFO hangs `switchyard check` in the open).
+    #[test]
+    fn tls_files_must_be_regular_files() {
+        let dir = std::env::temp_dir();
+        for (path, want) in [
+            ("/dev/null", "not a regular file"),
+            (dir.to_str().unwrap_or("/"), "is a directory"),
+        ] {
+            let yaml = format!(
+                "listeners:\n  - name: https\n    bind: 127.0.0.1:0\n    tls:\n      \
+                 certificates: [{{cert: '{path}', key: '{path}'}}]\n\
+                 pools:\n  web:\n    nodes: [{{addr: '127.0.0.1:1'}}]\n    \
+                 tls: {{ca_file: '{path}'}}\nroutes: [{{pool: web}}]\n"
+            );
+            let errs = crate::config::parse_str(&yaml, "t.yaml").unwrap_err().0;
+            let msgs: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+            for key in ["certificates[0].cert", "certificates[0].key", "tls.ca_file"] {
+                assert!(
+                    msgs.iter().any(|m| m.contains(key) && m.contains(want)),
+                    "{path}: no `{want}` for {key} in {msgs:#?}"
+                );
+            }
+        }
     }
 
     #[test]
