@@ -229,7 +229,7 @@ fn parse_in(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErr
                 file: file.to_string(),
                 line,
                 column,
-                message: e.to_string(),
+                message: escape_controls(&e.to_string()),
             }]))
         }
     }
@@ -245,8 +245,26 @@ fn to_errors(file: &str, mut problems: Vec<tree::Problem>) -> ConfigErrors {
                 file: file.to_string(),
                 line: p.mark.line,
                 column: p.mark.column,
-                message: p.message,
+                message: escape_controls(&p.message),
             })
             .collect(),
     )
+}
+
+/// `message` with every control character written as an escape (`\n`, `\t`, `\u{1b}`):
+/// messages quote text from the file, and each error must stay on its one line, with no
+/// byte from the file reaching the terminal as a control sequence.
+pub(crate) fn escape_controls(message: &str) -> String {
+    if !message.chars().any(char::is_control) {
+        return message.to_string();
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -712,3 +712,17 @@ fn empty_list_items_and_defaults_in_messages() {
         ]
     );
 }
+
+// Regression (fuzzing, issue 7): a key or value with a control character was quoted raw in
+// the message, so one error could print as several lines or drive the terminal.
+#[test]
+fn control_characters_in_messages_are_escaped() {
+    let errs = errors("listeners: []\nroutes:\n  - host\u{1}: a\n    pool: \"w\\e[31m\\nx\"\n");
+    assert!(!errs.is_empty());
+    for e in &errs {
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+    }
+    assert!(errs.iter().any(|e| e.contains("host\\u{1}")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.contains("w\\u{1b}[31m\\nx")), "{errs:#?}");
+    assert_eq!(escape_controls("a\tb\r\n"), "a\\tb\\r\\n");
+}
