@@ -770,7 +770,7 @@ pub fn check_node_addr(s: &str) -> Result<(), String> {
 }
 
 /// A route's `host`: an exact name or `*.suffix`; case-insensitive, no port.
-pub(crate) fn check_host_pattern(h: &str) -> Result<(), String> {
+pub fn check_host_pattern(h: &str) -> Result<(), String> {
     if h.is_empty() {
         return Err("host must not be empty; omit `host` to match any host".to_string());
     }
@@ -836,7 +836,7 @@ pub(crate) fn check_host_pattern(h: &str) -> Result<(), String> {
 }
 
 /// A route's `path_prefix`: an absolute path, without query or fragment.
-pub(crate) fn check_path_prefix(p: &str) -> Result<(), String> {
+pub fn check_path_prefix(p: &str) -> Result<(), String> {
     if p.is_empty() {
         return Err(
             "path_prefix must not be empty; write `/` or omit it to match every path".to_string(),
