@@ -122,7 +122,8 @@ pub fn strip_port(host: &str) -> &str {
     } else {
         match host.rsplit_once(':') {
             Some((name, port)) if is_port(port) && !name.contains(':') => name,
-            _ => return host,
+            Some(_) => return host,
+            None => host,
         }
     };
     host.strip_suffix('.').unwrap_or(host)
