@@ -128,7 +128,9 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
 /// The host and port of an authority (`user:pw@host:port` → `host:port`): a `userinfo@`
 /// part is never the host, and must neither steer routing nor reach a backend.
 pub fn authority_host(authority: &str) -> &str {
-    authority.rsplit_once('@').map_or(authority, |(_, host)| host)
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
 }
 
 /// The host the client asked for: the URI's authority (HTTP/2 `:authority`, or an
@@ -501,11 +503,7 @@ mod tests {
             ("http://u@[::1]:80/", "[::1]:80"),
         ] {
             let uri: Uri = target.parse().unwrap();
-            assert_eq!(
-                request_host(&uri, &none).unwrap(),
-                want,
-                "{target}"
-            );
+            assert_eq!(request_host(&uri, &none).unwrap(), want, "{target}");
         }
         let mut host = HeaderMap::new();
         host.insert(HOST, HeaderValue::from_static("b.example.com"));

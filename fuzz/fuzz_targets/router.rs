@@ -95,16 +95,23 @@ fuzz_target!(|input: Input| {
     let host = host_value.as_ref().and_then(|v| v.to_str().ok());
     if uri.authority().is_some() {
         let h = host.unwrap_or("");
-        assert!(!h.contains('@'), "userinfo in the request host {h:?} from {uri}");
+        assert!(
+            !h.contains('@'),
+            "userinfo in the request host {h:?} from {uri}"
+        );
     }
     let path = input.path.as_str();
     let got = router.route(host, path);
     assert!(got.is_none_or(|i| i < input.routes.len()));
 
     // strip_port removes at most a `:digits` port and then one trailing dot.
-    for h in [host, input.host_header.as_deref(), input.authority.as_deref()]
-        .into_iter()
-        .flatten()
+    for h in [
+        host,
+        input.host_header.as_deref(),
+        input.authority.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
     {
         let s = strip_port(h);
         assert!(h.starts_with(s), "{h:?} → {s:?}");
@@ -120,8 +127,12 @@ fuzz_target!(|input: Input| {
     }
 
     let valid = input.routes.iter().all(|r| {
-        r.host.as_deref().is_none_or(|h| check_host_pattern(h).is_ok())
-            && r.prefix.as_deref().is_none_or(|p| check_path_prefix(p).is_ok())
+        r.host
+            .as_deref()
+            .is_none_or(|h| check_host_pattern(h).is_ok())
+            && r.prefix
+                .as_deref()
+                .is_none_or(|p| check_path_prefix(p).is_ok())
     });
     if !valid {
         return;

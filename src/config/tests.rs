@@ -723,7 +723,10 @@ fn control_characters_in_messages_are_escaped() {
         assert!(!e.chars().any(char::is_control), "{e:?}");
     }
     assert!(errs.iter().any(|e| e.contains("host\\u{1}")), "{errs:#?}");
-    assert!(errs.iter().any(|e| e.contains("w\\u{1b}[31m\\nx")), "{errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.contains("w\\u{1b}[31m\\nx")),
+        "{errs:#?}"
+    );
     assert_eq!(escape_controls("a\tb\r\n"), "a\\tb\\r\\n");
 }
 
