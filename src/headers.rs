@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
-use http::HeaderMap;
+use http::{HeaderMap, Uri};
 
 use crate::config::Cidr;
 
@@ -123,6 +123,24 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
             &buf[..n]
         }
     }
+}
+
+/// The host and port of an authority (`user:pw@host:port` → `host:port`): a `userinfo@`
+/// part is never the host, and must neither steer routing nor reach a backend.
+pub fn authority_host(authority: &str) -> &str {
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+}
+
+/// The host the client asked for: the URI's authority (HTTP/2 `:authority`, or an
+/// absolute-form HTTP/1.1 target such as `http://a.example.com/`) without any userinfo,
+/// or else the `Host` header.
+pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    if let Some(a) = uri.authority() {
+        return HeaderValue::from_str(authority_host(a.as_str())).ok();
+    }
+    headers.get(HOST).cloned()
 }
 
 /// Apply the forwarding headers to a request going upstream.
@@ -568,5 +586,27 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(a.as_bytes().iter().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    // Regression (issue 7): the host of `GET http://user@a.example.com/` was
+    // `user@a.example.com`, which routed by the userinfo and forwarded it upstream.
+    #[test]
+    fn request_host_drops_userinfo() {
+        let none = HeaderMap::new();
+        for (target, want) in [
+            ("http://user@a.example.com/", "a.example.com"),
+            ("http://user:pw@a.example.com:8080/x", "a.example.com:8080"),
+            ("http://a.example.com/", "a.example.com"),
+            ("http://u@[::1]:80/", "[::1]:80"),
+        ] {
+            let uri: Uri = target.parse().unwrap();
+            assert_eq!(request_host(&uri, &none).unwrap(), want, "{target}");
+        }
+        let mut host = HeaderMap::new();
+        host.insert(HOST, HeaderValue::from_static("b.example.com"));
+        let origin: Uri = "/x".parse().unwrap();
+        assert_eq!(request_host(&origin, &host).unwrap(), "b.example.com");
+        assert_eq!(request_host(&origin, &none), None);
+        assert_eq!(authority_host("a@b@c:1"), "c:1");
     }
 }

@@ -127,7 +127,7 @@ impl Proxy {
             let limits = &snap.limits;
             let client =
                 headers::client_addr(conn.peer.ip(), &limits.trusted_proxies, req.headers());
-            let host = request_host(&req);
+            let host = headers::request_host(req.uri(), req.headers());
             let pool = snap
                 .router
                 .route(host_str(host.as_ref()), req.uri().path())
@@ -540,7 +540,7 @@ impl Prepared {
             parts
                 .uri
                 .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .and_then(|a| HeaderValue::from_str(headers::authority_host(a.as_str())).ok())
         });
         let mut headers = parts.headers;
         headers::strip_hop_by_hop(&mut headers, upgrade);
@@ -702,15 +702,6 @@ fn upstream_uri(scheme: Scheme, authority: &http::uri::Authority, pq: &PathAndQu
     parts.path_and_query = Some(pq.clone());
     // Scheme, authority and path are each valid, so the parts always form a URI.
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
-}
-
-/// The host the client asked for: the URI's authority (HTTP/2 `:authority`, or an
-/// absolute-form HTTP/1.1 target) or else the `Host` header.
-fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
-    if let Some(a) = req.uri().authority() {
-        return HeaderValue::from_str(a.as_str()).ok();
-    }
-    req.headers().get(HOST).cloned()
 }
 
 fn host_str(v: Option<&HeaderValue>) -> Option<&str> {

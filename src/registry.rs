@@ -47,7 +47,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,48 +94,12 @@ pub fn pool_key(key_prefix: &str, pool: &str) -> String {
     format!("{key_prefix}:pool:{pool}")
 }
 
-/// Check a registry field: `host:port` with a port in 1..=65535 and a non-empty host name
-/// or IPv4 address, or `[ipv6]:port`.
+/// Check a registry field: the same rule as a static node's `addr` in the config
+/// ([`crate::config::validate::check_node_addr`]: `host:port` with a host name, an IPv4
+/// address or a bracketed IPv6 address, and a port in 1..=65535), so a node is valid or
+/// not whichever way it was added.
 pub fn validate_addr(addr: &str) -> Result<(), String> {
-    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
-        let (h, p) = rest
-            .split_once("]:")
-            .ok_or_else(|| format!("`{addr}` is not [IPv6]:PORT"))?;
-        h.parse::<Ipv6Addr>()
-            .map_err(|_| format!("`{h}` in `{addr}` is not an IPv6 address"))?;
-        (h, p)
-    } else {
-        let (h, p) = addr.rsplit_once(':').ok_or_else(|| {
-            format!("`{addr}` has no port: expected HOST:PORT such as 10.0.0.7:8080")
-        })?;
-        if h.contains(':') {
-            return Err(format!(
-                "`{addr}`: an IPv6 address must be in brackets, such as [::1]:8080"
-            ));
-        }
-        if h.is_empty() {
-            return Err(format!(
-                "`{addr}` has no host: expected HOST:PORT such as 10.0.0.7:8080"
-            ));
-        }
-        let ok = h.len() <= 253
-            && h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-        if !ok {
-            return Err(format!(
-                "`{h}` in `{addr}` is not a host name or IPv4 address"
-            ));
-        }
-        (h, p)
-    };
-    let _ = host;
-    let valid_port = !port.is_empty()
-        && port.bytes().all(|b| b.is_ascii_digit())
-        && port.parse::<u16>().is_ok_and(|p| p != 0);
-    if !valid_port {
-        return Err(format!("`{port}` in `{addr}` is not a port in 1-65535"));
-    }
-    Ok(())
+    crate::config::validate::check_node_addr(addr)
 }
 
 /// A registry value, parsed.
@@ -261,13 +224,18 @@ pub struct RegistryUpdate {
 
 /// What an entry of a pool's hash turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Verdict {
+pub enum Verdict {
+    /// A valid node, with its expiry if it has one.
     Node(RegistryNode, Option<u64>),
+    /// Valid, but its `expires_at_ms` (kept here) is not after `now_ms`.
     Expired(u64),
+    /// Skipped: why.
     Invalid(String),
 }
 
-fn judge(field: &str, value: &str, now_ms: u64) -> Verdict {
+/// Judge one entry (hash field, value) of a pool's hash at `now_ms`. Never fails: any
+/// field and value, however malformed, gets a verdict.
+pub fn judge(field: &str, value: &str, now_ms: u64) -> Verdict {
     if let Err(e) = validate_addr(field) {
         return Verdict::Invalid(e);
     }
@@ -927,6 +895,11 @@ mod tests {
             "10.0.0.7:80a",
             "::1:80",
             "[::1]80",
+            // Regression (issue 7): these passed here but not as a static node in the
+            // config; both now use the config's check.
+            "10.0.0.7:+80",
+            "256.1.1.1:80",
+            "a..b:80",
             "[nothost]:80",
             "bad host:80",
             "http://x:80",

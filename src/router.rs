@@ -98,15 +98,31 @@ impl Router {
 
 /// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`; a trailing dot is dropped so
 /// that `example.com.` matches `example.com`.
+///
+/// Only a port is removed: a `:` followed by digits (RFC 3986 `port = *DIGIT`, so a bare
+/// trailing `:` too), after a host that has no `:` of its own or is a bracketed IPv6
+/// literal. Anything else (`a.example.com:x`, an unbracketed `::1`, `[::1]junk`) is left as
+/// it is, so it matches no route it should not.
 pub fn strip_port(host: &str) -> &str {
+    fn is_port(s: &str) -> bool {
+        s.bytes().all(|b| b.is_ascii_digit())
+    }
     let host = if host.starts_with('[') {
         match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
+            Some(end) => {
+                let rest = &host[end + 1..];
+                match rest.strip_prefix(':') {
+                    Some(port) if is_port(port) => &host[..=end],
+                    _ if rest.is_empty() => host,
+                    _ => return host,
+                }
+            }
+            None => return host,
         }
     } else {
-        match host.rfind(':') {
-            Some(i) => &host[..i],
+        match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) && !name.contains(':') => name,
+            Some(_) => return host,
             None => host,
         }
     };
@@ -163,5 +179,25 @@ mod tests {
         assert_eq!(strip_port("[::1]:8080"), "[::1]");
         assert_eq!(strip_port("[::1]"), "[::1]");
         assert_eq!(strip_port("host"), "host");
+        assert_eq!(strip_port("[::1]:"), "[::1]");
+        assert_eq!(strip_port("[::1]junk"), "[::1]junk");
+        assert_eq!(strip_port("[::1]:8x"), "[::1]:8x");
+        assert_eq!(strip_port("[::1"), "[::1");
+    }
+
+    // Regression (fuzzing, issue 7): anything after the last `:` used to be cut off, so
+    // `a.example.com:evil` routed as `a.example.com` and `::1` as `:`.
+    #[test]
+    fn strip_port_removes_only_a_numeric_port() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com.:8080"), "example.com");
+        assert_eq!(strip_port("example.com:"), "example.com");
+        assert_eq!(strip_port("example.com:http"), "example.com:http");
+        assert_eq!(strip_port("a.example.com:x1"), "a.example.com:x1");
+        assert_eq!(strip_port("::1"), "::1");
+        assert_eq!(strip_port("a:b:80"), "a:b:80");
+        let r = Router::new(vec![Route::new(Some("a.example.com"), None, 0)]);
+        assert_eq!(r.route(Some("a.example.com:443"), "/"), Some(0));
+        assert_eq!(r.route(Some("a.example.com:evil"), "/"), None);
     }
 }

@@ -180,6 +180,10 @@ fn base_dir_of(path: &Path) -> PathBuf {
 
 /// The pipeline: syntax → typed parse (all type errors) → semantic checks (all problems).
 fn parse_in(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    // The lines as the YAML scanner counts them (after the byte order mark it skips), to
+    // keep every reported position inside the file.
+    let lines = tree::yaml_lines(text.strip_prefix('\u{feff}').unwrap_or(text));
+    let to_errors = |file: &str, problems| to_errors(file, problems, &lines);
     let mut doc = match tree::parse(text) {
         Ok(doc) => doc,
         Err(syntax) => return Err(to_errors(file, vec![syntax])),
@@ -225,17 +229,21 @@ fn parse_in(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErr
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((0, 0));
+            let mark = tree::Mark { line, column }.clamp(&lines);
             Err(ConfigErrors(vec![ConfigError {
                 file: file.to_string(),
-                line,
-                column,
-                message: e.to_string(),
+                line: mark.line,
+                column: mark.column,
+                message: escape_controls(&e.to_string()),
             }]))
         }
     }
 }
 
-fn to_errors(file: &str, mut problems: Vec<tree::Problem>) -> ConfigErrors {
+fn to_errors(file: &str, mut problems: Vec<tree::Problem>, lines: &[&str]) -> ConfigErrors {
+    for p in &mut problems {
+        p.mark = p.mark.clamp(lines);
+    }
     problems.sort_by_key(|p| p.mark); // stable: equal positions keep discovery order
     problems.dedup();
     ConfigErrors(
@@ -245,8 +253,26 @@ fn to_errors(file: &str, mut problems: Vec<tree::Problem>) -> ConfigErrors {
                 file: file.to_string(),
                 line: p.mark.line,
                 column: p.mark.column,
-                message: p.message,
+                message: escape_controls(&p.message),
             })
             .collect(),
     )
+}
+
+/// `message` with every control character written as an escape (`\n`, `\t`, `\u{1b}`):
+/// messages quote text from the file, and each error must stay on its one line, with no
+/// byte from the file reaching the terminal as a control sequence.
+pub(crate) fn escape_controls(message: &str) -> String {
+    if !message.chars().any(char::is_control) {
+        return message.to_string();
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -712,3 +712,46 @@ fn empty_list_items_and_defaults_in_messages() {
         ]
     );
 }
+
+// Regression (fuzzing, issue 7): a key or value with a control character was quoted raw in
+// the message, so one error could print as several lines or drive the terminal.
+#[test]
+fn control_characters_in_messages_are_escaped() {
+    let errs = errors("listeners: []\nroutes:\n  - host\u{1}: a\n    pool: \"w\\e[31m\\nx\"\n");
+    assert!(!errs.is_empty());
+    for e in &errs {
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+    }
+    assert!(errs.iter().any(|e| e.contains("host\\u{1}")), "{errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.contains("w\\u{1b}[31m\\nx")),
+        "{errs:#?}"
+    );
+    assert_eq!(escape_controls("a\tb\r\n"), "a\\tb\\r\\n");
+}
+
+// Regression (fuzzing, issue 7): positions must lie inside the file. The scanner marks a
+// problem at the end of the stream on a line after the last one (`!` alone was reported at
+// 2:1 of a one-line file), and the tab hint counted lines with `str::lines`, which does not
+// break at a lone `\r` as YAML does, so it looked for the tab on the wrong line.
+#[test]
+fn error_positions_stay_inside_the_file() {
+    assert_eq!(
+        errors("!")[0],
+        "1:2: YAML tag `!` is not supported here; remove it"
+    );
+    for (yaml, at) in [
+        ("listeners: []\r\tpools: {}\n", "2:1:"),
+        ("a: 1\rb:\r\t- x\n", "3:1:"),
+        ("a: 1\r\nb:\r\n\t- x\n", "3:1:"),
+    ] {
+        let e = one_error(yaml);
+        assert!(e.starts_with(at) && e.contains("not tabs"), "{yaml:?}: {e}");
+    }
+    let lines = tree::yaml_lines("ab\r\ncd\ref\n");
+    assert_eq!(lines, ["ab", "cd", "ef", ""]);
+    let m = |line, column| tree::Mark { line, column };
+    assert_eq!(m(9, 9).clamp(&lines), m(4, 1));
+    assert_eq!(m(2, 9).clamp(&lines), m(2, 3));
+    assert_eq!(m(0, 0).clamp(&lines), tree::Mark::START);
+}

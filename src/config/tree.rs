@@ -213,15 +213,65 @@ struct Builder<'a> {
     nodes: usize,
 }
 
+/// The text's lines as YAML counts them: `\n`, `\r\n` and a lone `\r` each end a line
+/// (`str::lines` would miss the lone `\r`, and the line numbers would drift from the
+/// scanner's). Always at least one line.
+pub(crate) fn yaml_lines(text: &str) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' => {
+                lines.push(&text[start..i]);
+                start = i + 1;
+            }
+            b'\r' => {
+                lines.push(&text[start..i]);
+                if bytes.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    lines.push(&text[start..]);
+    lines
+}
+
+impl Mark {
+    /// This mark moved inside the file whose lines are `lines`: the scanner marks some
+    /// problems at the end of the stream, which can be a line after the last one or a
+    /// column past a line's end; those point at the end of the last line (or of the line)
+    /// instead. Line 0 (no position) becomes the start of the file.
+    pub(crate) fn clamp(self, lines: &[&str]) -> Mark {
+        if self.line == 0 || lines.is_empty() {
+            return Mark::START;
+        }
+        let (line, column) = if self.line > lines.len() {
+            (lines.len(), usize::MAX)
+        } else {
+            (self.line, self.column.max(1))
+        };
+        let width = lines[line - 1].chars().count();
+        Mark {
+            line,
+            column: column.min(width + 1),
+        }
+    }
+}
+
 fn scan_problem(e: &ScanError, text: &str) -> Problem {
     let mut mark = Mark::from_marker(e.marker());
     let mut message = format!("invalid YAML: {}", e.info());
     if e.info().contains("tab") {
         message.push_str(" (indent with spaces, not tabs)");
         // The scanner reports the position after the tab; point at the tab itself.
-        let tab = text
-            .lines()
-            .nth(mark.line - 1)
+        let tab = yaml_lines(text)
+            .get(mark.line - 1)
             .and_then(|l| l.chars().position(|c| c == '\t'));
         if let Some(col) = tab {
             mark.column = col + 1;
@@ -407,7 +457,7 @@ impl Builder<'_> {
     /// nearest dash before it, after passing over `skip` others, with only blanks and
     /// comments in between.
     fn dash_before(&self, mark: Mark, mut skip: usize) -> Option<Mark> {
-        let lines: Vec<&str> = self.text.lines().collect();
+        let lines = yaml_lines(self.text);
         for line_no in (1..=mark.line).rev() {
             let chars: Vec<char> = lines.get(line_no - 1)?.chars().collect();
             let mut end = if line_no == mark.line {

@@ -178,6 +178,9 @@ impl Checker<'_> {
         let problem = match std::fs::metadata(&resolved) {
             Err(e) => Some(e.to_string()),
             Ok(m) if m.is_dir() => Some("it is a directory, not a file".to_string()),
+            // A FIFO would block the open (and `switchyard check`) until a writer came; a
+            // device such as /dev/zero would be read without end.
+            Ok(m) if !m.is_file() => Some("it is not a regular file".to_string()),
             Ok(_) => std::fs::File::open(&resolved).err().map(|e| e.to_string()),
         };
         if let Some(problem) = problem {
@@ -739,8 +742,9 @@ pub fn check_node_addr(s: &str) -> Result<(), String> {
             "invalid node address `{s}`: an IPv6 address needs brackets, as in [::1]:9001"
         ));
     }
+    // Digits only: `u16::from_str` also takes a leading `+`, which no resolver does.
     match port.parse::<u16>() {
-        Ok(p) if p != 0 => {}
+        Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => {}
         _ => {
             return Err(format!(
                 "invalid node address `{s}`: port `{port}` is not a number from 1 to 65535"
@@ -766,7 +770,7 @@ pub fn check_node_addr(s: &str) -> Result<(), String> {
 }
 
 /// A route's `host`: an exact name or `*.suffix`; case-insensitive, no port.
-pub(crate) fn check_host_pattern(h: &str) -> Result<(), String> {
+pub fn check_host_pattern(h: &str) -> Result<(), String> {
     if h.is_empty() {
         return Err("host must not be empty; omit `host` to match any host".to_string());
     }
@@ -832,7 +836,7 @@ pub(crate) fn check_host_pattern(h: &str) -> Result<(), String> {
 }
 
 /// A route's `path_prefix`: an absolute path, without query or fragment.
-pub(crate) fn check_path_prefix(p: &str) -> Result<(), String> {
+pub fn check_path_prefix(p: &str) -> Result<(), String> {
     if p.is_empty() {
         return Err(
             "path_prefix must not be empty; write `/` or omit it to match every path".to_string(),
@@ -897,6 +901,8 @@ mod tests {
             ("256.1.1.1:80", "not a valid host"),
             ("a b:80", "not a valid host"),
             ("[zz]:80", "not a valid host"),
+            // Regression (issue 7): `+80` parses as a u16 but is no port.
+            ("127.0.0.1:+80", "from 1 to 65535"),
         ] {
             let e = check_node_addr(bad).unwrap_err();
             assert!(e.contains(want), "{bad}: {e}");
@@ -942,6 +948,32 @@ mod tests {
         assert!(check_path_prefix("").is_err());
         assert!(check_path_prefix("/a?b=1").is_err());
         assert!(check_path_prefix("/a b").is_err());
+    }
+
+    // Regression (issue 7): only directories were refused, so a device or a FIFO passed
+    // as a certificate or CA file (a FIFO hangs `switchyard check` in the open).
+    #[test]
+    fn tls_files_must_be_regular_files() {
+        let dir = std::env::temp_dir();
+        for (path, want) in [
+            ("/dev/null", "not a regular file"),
+            (dir.to_str().unwrap_or("/"), "is a directory"),
+        ] {
+            let yaml = format!(
+                "listeners:\n  - name: https\n    bind: 127.0.0.1:0\n    tls:\n      \
+                 certificates: [{{cert: '{path}', key: '{path}'}}]\n\
+                 pools:\n  web:\n    nodes: [{{addr: '127.0.0.1:1'}}]\n    \
+                 tls: {{ca_file: '{path}'}}\nroutes: [{{pool: web}}]\n"
+            );
+            let errs = crate::config::parse_str(&yaml, "t.yaml").unwrap_err().0;
+            let msgs: Vec<&str> = errs.iter().map(|e| e.message.as_str()).collect();
+            for key in ["certificates[0].cert", "certificates[0].key", "tls.ca_file"] {
+                assert!(
+                    msgs.iter().any(|m| m.contains(key) && m.contains(want)),
+                    "{path}: no `{want}` for {key} in {msgs:#?}"
+                );
+            }
+        }
     }
 
     #[test]
