@@ -137,7 +137,13 @@ for ((i = 0; i < 100; i++)); do
   curl -fsS -o /dev/null "http://127.0.0.1:$APORT/readyz" 2>/dev/null && break
   sleep 0.1
 done
-curl -fsS -o /dev/null "http://127.0.0.1:$PPORT/" || { log "switchyard does not answer"; exit 1; }
+# Ready means listening; nodes take traffic after their first passed probe (a moment later).
+ok=
+for ((i = 0; i < 100; i++)); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$PPORT/" 2>/dev/null && { ok=1; break; }
+  sleep 0.1
+done
+[[ -n $ok ]] || { log "switchyard does not answer 200 within 10 s: see $WORK/switchyard.log"; KEEP=1; exit 1; }
 # A node that heartbeats for the whole run (re-registers every ttl/3).
 "$SW" node register --redis "$REDIS_URL" --pool web --addr "127.0.0.1:$B5" --ttl 15s \
   --heartbeat >>"$WORK/heartbeat.log" 2>&1 &
