@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 use http::header::{
-    HeaderName, HeaderValue, CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, Uri};
 
@@ -34,6 +34,25 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
             .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
             .unwrap_or(false)
     })
+}
+
+/// Join the `Cookie` fields of an HTTP/2 request into one, separated by `"; "`: HTTP/2
+/// clients may send each cookie as its own field (RFC 9113 §8.2.3), and that is how a
+/// request forwarded as HTTP/1.1 must carry them — one `Cookie` line (RFC 6265 §5.4).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Made of valid header values and "; ": valid too.
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
+    }
 }
 
 /// Is this one of the fixed hop-by-hop header names (not counting those `Connection` names)?
@@ -399,6 +418,22 @@ mod tests {
         assert!(h.get("keep-alive").is_none());
         assert!(h.get(TE).is_none());
         assert_eq!(h.get("x-kept").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_into_one() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1"));
+        h.append(COOKIE, HeaderValue::from_static("b=2"));
+        h.append(COOKIE, HeaderValue::from_static("c=3"));
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all(COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+        let mut one = HeaderMap::new();
+        one.insert(COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(&mut one);
+        assert_eq!(one.get(COOKIE).unwrap(), "a=1");
+        join_cookies(&mut HeaderMap::new());
     }
 
     #[test]

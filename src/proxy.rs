@@ -544,6 +544,9 @@ impl Prepared {
         });
         let mut headers = parts.headers;
         headers::strip_hop_by_hop(&mut headers, upgrade);
+        if parts.version == Version::HTTP_2 {
+            headers::join_cookies(&mut headers);
+        }
         let forwarding =
             headers::Forwarding::new(&headers, conn.peer.ip(), conn.https, host.as_ref())
                 .with_request_id(request_id);

@@ -2,7 +2,11 @@
 
 mod common;
 
-use common::client::{get, get_with};
+use bytes::Bytes;
+use http::Method;
+use http_body_util::{BodyExt, Empty};
+
+use common::client::{get, get_with, H2};
 use common::{single_pool_config, Backend, Behaviour, Switchyard};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,4 +153,31 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
             "the backend's Connection header was forwarded: {c}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cookie_fields_reach_an_http1_node_as_one_line() {
+    let b = Backend::start("b", Behaviour::Echo).await;
+    let sy = Switchyard::start(&single_pool_config("round_robin", &[b.addr], ""));
+    let mut h2 = H2::connect(sy.http()).await;
+    let empty = Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed();
+    let r = h2
+        .send_with(
+            Method::GET,
+            "cookies.test",
+            "/c",
+            &[("cookie", "a=1"), ("cookie", "b=2")],
+            empty,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let up = b.last_request();
+    let cookies: Vec<_> = up.headers.get_all("cookie").iter().collect();
+    assert_eq!(
+        cookies,
+        ["a=1; b=2"],
+        "one Cookie line, fields joined by '; '"
+    );
 }

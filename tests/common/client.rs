@@ -199,11 +199,26 @@ impl H2 {
         path: &str,
         body: http_body_util::combinators::BoxBody<Bytes, BoxError>,
     ) -> Resp {
-        let req = Request::builder()
+        self.send_with(method, authority, path, &[], body).await
+    }
+
+    /// [`H2::send`] with extra header fields, each sent as its own field (a name given
+    /// twice is sent twice).
+    pub async fn send_with(
+        &mut self,
+        method: Method,
+        authority: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: http_body_util::combinators::BoxBody<Bytes, BoxError>,
+    ) -> Resp {
+        let mut b = Request::builder()
             .method(method)
-            .uri(format!("http://{authority}{path}"))
-            .body(body)
-            .expect("request");
+            .uri(format!("http://{authority}{path}"));
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = b.body(body).expect("request");
         let sender = &mut self.sender;
         let resp = within("h2c request", WAIT, async move {
             sender.ready().await.expect("h2 connection ready");
