@@ -169,7 +169,8 @@ pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
 /// - `X-Forwarded-Proto`: the scheme the client used with us;
 /// - `X-Forwarded-Host`: the host as received, port included;
 /// - `Host`: kept as received; an HTTP/2 request carries it as `:authority`, which becomes
-///   the `Host` of the HTTP/1.1 request upstream.
+///   the `Host` of the HTTP/1.1 request upstream (the caller has already replaced a `Host`
+///   that disagreed with an absolute-form target's or `:authority`'s host).
 pub fn add_forwarding(
     headers: &mut HeaderMap,
     peer: IpAddr,

@@ -536,13 +536,23 @@ impl Prepared {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let host = parts.headers.get(HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(headers::authority_host(a.as_str())).ok())
-        });
+        // The host the request is for, the same one it was routed by: an absolute-form
+        // target's or HTTP/2's authority wins over a `Host` header (RFC 9112 §3.2.2, RFC 9113
+        // §8.3.1), and a `Host` that disagrees with it is replaced on the way upstream.
         let mut headers = parts.headers;
+        let authority_host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(headers::authority_host(a.as_str())).ok());
+        let host = match authority_host {
+            Some(a) => {
+                if headers.get(HOST).is_some_and(|h| *h != a) {
+                    headers.insert(HOST, a.clone());
+                }
+                Some(a)
+            }
+            None => headers.get(HOST).cloned(),
+        };
         headers::strip_hop_by_hop(&mut headers, upgrade);
         if parts.version == Version::HTTP_2 {
             headers::join_cookies(&mut headers);

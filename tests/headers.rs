@@ -7,6 +7,7 @@ use http::Method;
 use http_body_util::{BodyExt, Empty};
 
 use common::client::{get, get_with, H2};
+use common::raw;
 use common::{single_pool_config, Backend, Behaviour, Switchyard};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,5 +180,28 @@ async fn http2_cookie_fields_reach_an_http1_node_as_one_line() {
         cookies,
         ["a=1; b=2"],
         "one Cookie line, fields joined by '; '"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_target_sets_the_host_sent_upstream() {
+    let b = Backend::start("b", Behaviour::Echo).await;
+    let sy = Switchyard::start(&single_pool_config("round_robin", &[b.addr], ""));
+    // RFC 9112 §3.2.2: with an absolute-form target the Host header is ignored. The request
+    // was routed by `a.example:8080` (userinfo dropped), so that is what the node is told.
+    let mut c = raw::connect(sy.http()).await;
+    raw::write(
+        &mut c,
+        b"GET http://user@a.example:8080/abs?q=1 HTTP/1.1\r\nHost: b.example\r\n\r\n",
+    )
+    .await;
+    let r = raw::read_response(&mut c).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let up = b.last_request();
+    assert_eq!(up.target, "/abs?q=1");
+    assert_eq!(up.header("host").as_deref(), Some("a.example:8080"));
+    assert_eq!(
+        up.header("x-forwarded-host").as_deref(),
+        Some("a.example:8080")
     );
 }
