@@ -113,7 +113,7 @@ impl NodeConns {
     }
 }
 
-/// A failed [`send`]: the error, and the request itself when it never reached a connection
+/// A failed [`send_streaming`]: the error, and the request itself when it never reached a connection
 /// (a connect failure, or a fresh connection that closed before taking it). The caller can
 /// send that request elsewhere without having kept a copy — even one with a streamed body.
 #[derive(Debug)]
