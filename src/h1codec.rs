@@ -509,6 +509,42 @@ fn take_line(buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
     }
 }
 
+/// Parse a whole answer held in `wire` — the head, then the body by its framing — the way
+/// [`parse_head`] and [`H1Body`] do over a socket, without one: for tests and fuzzing.
+/// `Ok(None)`: the answer is not complete yet. A close-delimited body is all that follows.
+pub fn parse_response(wire: &[u8], method: &Method) -> Result<Option<(Head, Vec<u8>)>, String> {
+    let mut buf = BytesMut::from(wire);
+    let Some(head) = parse_head(&mut buf, method).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let mut body = Vec::new();
+    match head.framing {
+        Framing::Empty => {}
+        Framing::Length(n) => {
+            if (buf.len() as u64) < n {
+                return Ok(None);
+            }
+            body.extend_from_slice(&buf[..n as usize]);
+        }
+        Framing::Close => body.extend_from_slice(&buf),
+        Framing::Chunked => {
+            let mut state = Chunk::Size;
+            loop {
+                match decode_chunk(&mut buf, state).map_err(|e| e.to_string())? {
+                    Step::Data(data, next) => {
+                        body.extend_from_slice(&data);
+                        state = next;
+                    }
+                    Step::Next(next) => state = next,
+                    Step::End => break,
+                    Step::NeedMore => return Ok(None),
+                }
+            }
+        }
+    }
+    Ok(Some((head, body)))
+}
+
 impl Body for H1Body {
     type Data = Bytes;
     type Error = io::Error;
@@ -695,6 +731,31 @@ mod tests {
             head(&big, Method::GET),
             Err(CodecError::HeadTooLarge)
         ));
+    }
+
+    #[test]
+    fn whole_answers_parse_without_io() {
+        let (h, body) = parse_response(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (h.framing, body.as_slice()),
+            (Framing::Chunked, &b"abc"[..])
+        );
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nabc",
+            &Method::GET
+        )
+        .unwrap()
+        .is_none());
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+            &Method::GET
+        )
+        .is_err());
     }
 
     fn dechunk(wire: &[u8], split: usize) -> io::Result<(Vec<u8>, bool)> {
