@@ -22,33 +22,6 @@ use switchyard::config;
 /// paths in the input resolve to nothing.
 const FILE: &str = "/nonexistent-switchyard-fuzz/fuzz.yaml";
 
-/// The input's lines as YAML counts them: `\n`, `\r\n` or a lone `\r` ends a line.
-fn yaml_lines(text: &str) -> Vec<&str> {
-    let mut lines = Vec::new();
-    let mut start = 0;
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\n' => {
-                lines.push(&text[start..i]);
-                start = i + 1;
-            }
-            b'\r' => {
-                lines.push(&text[start..i]);
-                if bytes.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-                start = i + 1;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    lines.push(&text[start..]);
-    lines
-}
-
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let errors = match config::load_text(Path::new(FILE), &text) {
@@ -62,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(!errors.0.is_empty(), "Err with no errors");
     // What the tree parser sees: a leading byte order mark is dropped first.
     let seen = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let lines = yaml_lines(seen);
+    let lines = config::yaml_lines(seen);
     for e in &errors.0 {
         assert_eq!(e.file, FILE);
         assert!(

@@ -31,6 +31,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
+/// How error positions count lines (also what the config fuzz target checks them with).
+pub use tree::yaml_lines;
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -216,7 +216,7 @@ struct Builder<'a> {
 /// The text's lines as YAML counts them: `\n`, `\r\n` and a lone `\r` each end a line
 /// (`str::lines` would miss the lone `\r`, and the line numbers would drift from the
 /// scanner's). Always at least one line.
-pub(crate) fn yaml_lines(text: &str) -> Vec<&str> {
+pub fn yaml_lines(text: &str) -> Vec<&str> {
     let bytes = text.as_bytes();
     let mut lines = Vec::new();
     let mut start = 0;
