@@ -270,3 +270,51 @@ async fn broken_answers_give_502_or_a_cut_body() {
     let r = get(sy.http(), "/length").await;
     assert_eq!(r.text(), "hello world");
 }
+
+/// A node that reads only the request head, answers `413` at once and then holds the
+/// connection open without reading, behind a 4 KiB receive buffer. The codec writes the
+/// (buffered) body whole before reading the answer: the body must still fit in the socket
+/// buffers and the early answer reach the client, not a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_body_is_written_is_passed_on() {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let listener = socket.listen(16).expect("listen");
+    let node = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            });
+        }
+    });
+    let sy = Switchyard::start(&single_pool_config(
+        "round_robin",
+        &[node],
+        "    timeouts: {connect: 1s, request: 3s}\n",
+    ));
+    // 64 KiB: the largest body that is buffered (and so goes through the codec).
+    let post = request(Method::POST, "/upload")
+        .body(Full::new(Bytes::from(vec![b'x'; 64 * 1024])))
+        .expect("request");
+    let r = collect(send(sy.http(), post).await).await;
+    assert_eq!(
+        (r.status.as_u16(), r.text().as_str()),
+        (413, "big!"),
+        "the node's early answer"
+    );
+}
