@@ -604,7 +604,7 @@ mod tests {
         );
         // The same headers through the map (hyper's client) say the same.
         let mut mapped = h.clone();
-        crate::headers::add_forwarding(&mut mapped, peer, false, host.as_ref());
+        Forwarding::new(&mapped, peer, false, host.as_ref()).apply(&mut mapped);
         for line in String::from_utf8_lossy(&out).split("\r\n").skip(1) {
             let Some((k, v)) = line.split_once(": ") else {
                 continue;

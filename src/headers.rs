@@ -162,7 +162,9 @@ pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
     headers.get(HOST).cloned()
 }
 
-/// Apply the forwarding headers to a request going upstream.
+/// The forwarding headers of one request, computed once: inserted into the header map for
+/// hyper's client ([`Forwarding::apply`]), or written straight onto the wire by
+/// [`crate::h1codec`] ([`Forwarding::write`]) without touching the map.
 ///
 /// - `X-Forwarded-For`: the client's value kept and the peer address appended (nginx's
 ///   `$proxy_add_x_forwarded_for`);
@@ -171,18 +173,6 @@ pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
 /// - `Host`: kept as received; an HTTP/2 request carries it as `:authority`, which becomes
 ///   the `Host` of the HTTP/1.1 request upstream (the caller has already replaced a `Host`
 ///   that disagreed with an absolute-form target's or `:authority`'s host).
-pub fn add_forwarding(
-    headers: &mut HeaderMap,
-    peer: IpAddr,
-    https: bool,
-    host: Option<&HeaderValue>,
-) {
-    Forwarding::new(headers, peer, https, host).apply(headers);
-}
-
-/// The forwarding headers of one request ([`add_forwarding`]), computed once: inserted
-/// into the header map for hyper's client, or written straight onto the wire by
-/// [`crate::h1codec`] without touching the map.
 #[derive(Debug)]
 pub struct Forwarding {
     xff: Xff,
@@ -459,7 +449,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
-        add_forwarding(&mut h, "10.0.0.9".parse().expect("ip"), false, None);
+        Forwarding::new(&h, "10.0.0.9".parse().expect("ip"), false, None).apply(&mut h);
         assert_eq!(
             h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
             Some(&b"1.1.1.1, 2.2.2.2, 10.0.0.9"[..])

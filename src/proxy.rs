@@ -188,6 +188,7 @@ impl Proxy {
             &pool,
             &conn,
             client,
+            host,
             generated.then(|| request_id.clone()),
         );
         let this = Arc::clone(self);
@@ -515,11 +516,13 @@ struct Prepared {
 }
 
 impl Prepared {
+    /// `host` is the host the request was routed by ([`headers::request_host`]).
     fn new(
         mut req: Request<Incoming>,
         pool: &Pool,
         conn: &ConnInfo,
         client: IpAddr,
+        host: Option<HeaderValue>,
         request_id: Option<HeaderValue>,
     ) -> Prepared {
         let upgrade =
@@ -536,23 +539,15 @@ impl Prepared {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        // The host the request is for, the same one it was routed by: an absolute-form
-        // target's or HTTP/2's authority wins over a `Host` header (RFC 9112 §3.2.2, RFC 9113
-        // §8.3.1), and a `Host` that disagrees with it is replaced on the way upstream.
+        // The host the request was routed by is the one it goes upstream for: an
+        // absolute-form target's or HTTP/2's authority wins over a `Host` header (RFC 9112
+        // §3.2.2, RFC 9113 §8.3.1), and a `Host` that disagrees with it is replaced.
         let mut headers = parts.headers;
-        let authority_host = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(headers::authority_host(a.as_str())).ok());
-        let host = match authority_host {
-            Some(a) => {
-                if headers.get(HOST).is_some_and(|h| *h != a) {
-                    headers.insert(HOST, a.clone());
-                }
-                Some(a)
+        if let (Some(_), Some(h)) = (parts.uri.authority(), &host) {
+            if headers.get(HOST).is_some_and(|sent| sent != h) {
+                headers.insert(HOST, h.clone());
             }
-            None => headers.get(HOST).cloned(),
-        };
+        }
         headers::strip_hop_by_hop(&mut headers, upgrade);
         if parts.version == Version::HTTP_2 {
             headers::join_cookies(&mut headers);
