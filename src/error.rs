@@ -8,7 +8,7 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
 use crate::body::ResponseBody;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Kind, UpstreamError};
 
 /// A request the balancer answers itself.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,9 @@ pub enum ProxyError {
     BodyTooLarge,
     #[error("request headers too large")]
     HeadersTooLarge,
+    /// The client's request body stalled past the pool's idle timeout.
+    #[error("request timeout")]
+    RequestTimeout,
     #[error("too many requests")]
     RateLimited,
     // pool
@@ -30,6 +33,10 @@ pub enum ProxyError {
     // upstream
     #[error("upstream failed")]
     Upstream(#[source] UpstreamError),
+    /// Every node tried answered a retryable 5xx, and the retries are used up: the last
+    /// status is passed on.
+    #[error("the upstream answered {0}")]
+    UpstreamStatus(u16),
 }
 
 impl ProxyError {
@@ -42,15 +49,15 @@ impl ProxyError {
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoHealthyNode => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream(UpstreamError::Timeout | UpstreamError::ConnectTimeout) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Upstream(e) => match e.kind() {
+                Kind::Timeout | Kind::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+                Kind::Connect | Kind::Broken => StatusCode::BAD_GATEWAY,
+                Kind::ClientBody => StatusCode::BAD_REQUEST,
+            },
             // Every node tried answered a retryable 5xx: pass the last one on.
-            ProxyError::Upstream(UpstreamError::Status(s)) => {
+            ProxyError::UpstreamStatus(s) => {
                 StatusCode::from_u16(*s).unwrap_or(StatusCode::BAD_GATEWAY)
-            }
-            ProxyError::Upstream(UpstreamError::Connect(_) | UpstreamError::Broken(_)) => {
-                StatusCode::BAD_GATEWAY
             }
         }
     }
@@ -64,10 +71,13 @@ impl ProxyError {
             ProxyError::HeadersTooLarge => r#"{"error":"request headers too large"}"#,
             ProxyError::RateLimited => r#"{"error":"too many requests"}"#,
             ProxyError::NoHealthyNode => r#"{"error":"no healthy upstream"}"#,
-            ProxyError::Upstream(UpstreamError::Timeout | UpstreamError::ConnectTimeout) => {
-                r#"{"error":"upstream timeout"}"#
-            }
-            ProxyError::Upstream(_) => r#"{"error":"upstream failed"}"#,
+            ProxyError::RequestTimeout => r#"{"error":"request timeout"}"#,
+            ProxyError::Upstream(e) => match e.kind() {
+                Kind::Timeout | Kind::ConnectTimeout => r#"{"error":"upstream timeout"}"#,
+                Kind::ClientBody => r#"{"error":"malformed request"}"#,
+                Kind::Connect | Kind::Broken => r#"{"error":"upstream failed"}"#,
+            },
+            ProxyError::UpstreamStatus(_) => r#"{"error":"upstream failed"}"#,
         }
     }
 

@@ -4,17 +4,23 @@
 //!
 //! Hop-by-hop headers describe one connection, not the message, so they are removed in both
 //! directions: `Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`,
-//! `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade` — except that a protocol upgrade keeps
-//! `Connection: upgrade` and `Upgrade` so the upstream can answer 101.
+//! `TE`, `Transfer-Encoding`, `Upgrade` — with two exceptions. A protocol upgrade keeps
+//! `Connection: upgrade` and `Upgrade` so the upstream can answer 101. A request's `TE` that
+//! lists `trailers` is kept as exactly `te: trailers`: the client says it accepts trailers,
+//! which every hop of ours passes on, and gRPC servers require it (RFC 9113 §8.2.2 allows
+//! that one value on HTTP/2). `Trailer` is not hop-by-hop (RFC 9110 §6.6.2 makes it
+//! end-to-end; it was in RFC 2616's list only): it announces the trailer fields that follow,
+//! and HTTP/1.1 senders — hyper included — send only the fields it announces.
 
 use std::net::IpAddr;
 
 use http::header::{
-    HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, Uri};
 
 use crate::config::Cidr;
+use crate::upstream::ExtraHeaders;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -29,10 +35,42 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
 }
 
 fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.to_str()
-            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-            .unwrap_or(false)
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|v| has_token(v.as_bytes(), token))
+}
+
+/// Does a comma-separated list hold `token` (case-insensitive; parameters after `;` are
+/// ignored, as in `trailers;q=1`)?
+fn has_token(list: &[u8], token: &str) -> bool {
+    list.split(|&b| b == b',').any(|t| {
+        let t = t.split(|&b| b == b';').next().unwrap_or(&[]);
+        t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())
+    })
+}
+
+/// The gRPC deadline a client sent (`grpc-timeout: 1S`, at most 8 digits and a unit of
+/// `H M S m u n`), or `None`. The request's head must arrive within it, if that is sooner
+/// than the pool's `timeouts.request`.
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    let v = headers.get("grpc-timeout")?.as_bytes();
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    use std::time::Duration;
+    Some(match unit {
+        b"H" => Duration::from_secs(n * 3600),
+        b"M" => Duration::from_secs(n * 60),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
     })
 }
 
@@ -60,7 +98,6 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == CONNECTION
         || name == TE
-        || name == TRAILER
         || name == TRANSFER_ENCODING
         || name == UPGRADE
         || name == KEEP_ALIVE
@@ -68,7 +105,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Remove hop-by-hop headers. With `keep_upgrade`, `Upgrade` survives and `Connection` is
-/// reduced to `upgrade`.
+/// reduced to `upgrade`. A `TE` listing `trailers` becomes `te: trailers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry none: one pass over the names instead of seven hash lookups
     // and removals (this runs twice per proxied request).
@@ -95,8 +132,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     headers.remove(&KEEP_ALIVE);
     headers.remove(&PROXY_CONNECTION);
-    headers.remove(TE);
-    headers.remove(TRAILER);
+    if let Some(te) = headers.remove(TE) {
+        if has_token(te.as_bytes(), "trailers") {
+            headers.insert(TE, HeaderValue::from_static("trailers"));
+        }
+    }
     headers.remove(TRANSFER_ENCODING);
     if keep_upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -163,23 +203,22 @@ pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// The forwarding headers of one request, computed once: inserted into the header map for
-/// hyper's client ([`Forwarding::apply`]), or written straight onto the wire by
-/// [`crate::h1codec`] ([`Forwarding::write`]) without touching the map.
+/// hyper's client, or written straight onto the HTTP/1.1 wire by the upstream codec without
+/// touching the map (both through [`ExtraHeaders`]).
 ///
 /// - `X-Forwarded-For`: the client's value kept and the peer address appended (nginx's
 ///   `$proxy_add_x_forwarded_for`);
 /// - `X-Forwarded-Proto`: the scheme the client used with us;
 /// - `X-Forwarded-Host`: the host as received, port included;
-/// - `Host`: kept as received; an HTTP/2 request carries it as `:authority`, which becomes
-///   the `Host` of the HTTP/1.1 request upstream (the caller has already replaced a `Host`
-///   that disagreed with an absolute-form target's or `:authority`'s host).
+/// - `X-Request-Id`: the one the balancer made, for a request that came without one.
+///
+/// (`Host` is the upstream layer's: the authority the request is routed by goes out as
+/// `Host` to HTTP/1.1 nodes and as `:authority` to HTTP/2 nodes.)
 #[derive(Debug)]
 pub struct Forwarding {
     xff: Xff,
     https: bool,
     host: Option<HeaderValue>,
-    /// The request has no `Host` header (HTTP/2): the host goes upstream as `Host` too.
-    add_host: bool,
     /// The `X-Request-Id` the balancer made for a request that came without one.
     request_id: Option<HeaderValue>,
 }
@@ -225,7 +264,6 @@ impl Forwarding {
             xff,
             https,
             host: host.cloned(),
-            add_host: !headers.contains_key(HOST),
             request_id: None,
         }
     }
@@ -250,33 +288,29 @@ impl Forwarding {
             "http"
         }
     }
+}
 
-    /// Insert the headers into `headers` (the map they were computed from).
-    pub fn apply(self, headers: &mut HeaderMap) {
+impl ExtraHeaders for Forwarding {
+    fn insert_into(&self, headers: &mut HeaderMap) {
         if let Ok(v) = HeaderValue::from_bytes(self.xff()) {
             headers.insert(&X_FORWARDED_FOR, v);
         }
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(self.proto()));
-        if let Some(h) = self.host {
-            if self.add_host {
-                headers.insert(HOST, h.clone());
-            }
-            headers.insert(&X_FORWARDED_HOST, h);
+        if let Some(h) = &self.host {
+            headers.insert(&X_FORWARDED_HOST, h.clone());
         }
-        if let Some(id) = self.request_id {
-            headers.insert(&X_REQUEST_ID, id);
+        if let Some(id) = &self.request_id {
+            headers.insert(&X_REQUEST_ID, id.clone());
         }
     }
 
-    /// Does a client header of this name give way to ours on the wire?
-    pub fn replaces(&self, name: &HeaderName) -> bool {
+    fn replaces(&self, name: &HeaderName) -> bool {
         *name == X_FORWARDED_FOR
             || *name == X_FORWARDED_PROTO
             || (self.host.is_some() && *name == X_FORWARDED_HOST)
     }
 
-    /// Write the headers as HTTP/1.1 header lines.
-    pub fn write(&self, out: &mut Vec<u8>) {
+    fn write_h1(&self, out: &mut Vec<u8>) {
         // The joined value is made of header-value text and an address: always valid.
         out.extend_from_slice(b"x-forwarded-for: ");
         out.extend_from_slice(self.xff());
@@ -284,11 +318,6 @@ impl Forwarding {
         out.extend_from_slice(self.proto().as_bytes());
         out.extend_from_slice(b"\r\n");
         if let Some(h) = &self.host {
-            if self.add_host {
-                out.extend_from_slice(b"host: ");
-                out.extend_from_slice(h.as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
             out.extend_from_slice(b"x-forwarded-host: ");
             out.extend_from_slice(h.as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -401,7 +430,7 @@ mod tests {
         h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(TE, HeaderValue::from_static("trailers"));
+        h.insert(TE, HeaderValue::from_static("gzip"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h, false);
         assert!(h.get("x-secret").is_none());
@@ -409,6 +438,33 @@ mod tests {
         assert!(h.get("keep-alive").is_none());
         assert!(h.get(TE).is_none());
         assert_eq!(h.get("x-kept").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn te_trailers_and_trailer_survive() {
+        let mut h = HeaderMap::new();
+        h.insert(TE, HeaderValue::from_static("gzip, Trailers;q=1"));
+        h.insert(http::header::TRAILER, HeaderValue::from_static("x-sum"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get(TE).unwrap(), "trailers");
+        assert_eq!(h.get(http::header::TRAILER).unwrap(), "x-sum");
+    }
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        use std::time::Duration;
+        let t = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-timeout", HeaderValue::from_static(v));
+            grpc_timeout(&h)
+        };
+        assert_eq!(t("1S"), Some(Duration::from_secs(1)));
+        assert_eq!(t("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(t("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(t("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "S", "1", "123456789S", "1s", "-1S", "1.5S"] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
@@ -449,7 +505,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
-        Forwarding::new(&h, "10.0.0.9".parse().expect("ip"), false, None).apply(&mut h);
+        let fwd = Forwarding::new(&h, "10.0.0.9".parse().expect("ip"), false, None);
+        fwd.insert_into(&mut h);
         assert_eq!(
             h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
             Some(&b"1.1.1.1, 2.2.2.2, 10.0.0.9"[..])
@@ -458,6 +515,37 @@ mod tests {
             h.get(&X_FORWARDED_PROTO).map(|v| v.as_bytes()),
             Some(&b"http"[..])
         );
+    }
+
+    #[test]
+    fn forwarding_is_the_same_on_the_wire_and_in_the_map() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("spoofed"));
+        let host = HeaderValue::from_static("a.example");
+        let fwd = Forwarding::new(&h, ip("10.0.0.7"), true, Some(&host))
+            .with_request_id(Some(HeaderValue::from_static("abc")));
+        let mut wire = Vec::new();
+        fwd.write_h1(&mut wire);
+        assert_eq!(
+            String::from_utf8_lossy(&wire),
+            "x-forwarded-for: 192.0.2.1, 10.0.0.7\r\nx-forwarded-proto: https\r\n\
+             x-forwarded-host: a.example\r\nx-request-id: abc\r\n"
+        );
+        let mut mapped = h.clone();
+        fwd.insert_into(&mut mapped);
+        let mut lines = 0;
+        for line in String::from_utf8_lossy(&wire).split("\r\n") {
+            if let Some((k, v)) = line.split_once(": ") {
+                assert_eq!(mapped.get(k).map(|v| v.to_str().unwrap()), Some(v), "{k}");
+                assert!(
+                    fwd.replaces(&HeaderName::from_bytes(k.as_bytes()).unwrap())
+                        || k == "x-request-id"
+                );
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 4);
     }
 
     fn xff(values: &[&'static str]) -> HeaderMap {
@@ -595,7 +683,6 @@ mod tests {
             "keep-alive",
             "proxy-connection",
             "te",
-            "trailer",
             "upgrade",
         ] {
             let mut h = before.clone();

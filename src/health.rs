@@ -1,11 +1,15 @@
 //! Active health probes: one task per node per pool with a `health_check`.
 //!
-//! A probe is `GET path` on a fresh connection (HTTPS and/or HTTP/2 when the pool talks
-//! to its nodes that way) with `timeout`, every `interval` ±10 %
-//! jitter (so probes of many nodes do not align). A node goes down after
-//! `unhealthy_threshold` consecutive failures (connect error, timeout, status outside
-//! `expect_status`) and up after `healthy_threshold` successes. A node starts `unknown` and
-//! — because probes are configured — takes no traffic until its first successful probe.
+//! A probe is one request on a fresh connection, made through the upstream layer exactly as
+//! the pool's requests are (HTTPS and/or HTTP/2 when the pool talks to its nodes that way),
+//! bounded by `timeout`, every `interval` ±10 % jitter (so probes of many nodes do not
+//! align). With `protocol: http` it is `GET path`, and a status in `expect_status` passes;
+//! with `protocol: grpc` it is the gRPC health-checking protocol's
+//! `grpc.health.v1.Health/Check` for `grpc_service`, and only an OK answer saying SERVING
+//! passes. A node goes down after `unhealthy_threshold` consecutive failures (connect
+//! error, timeout, a failing answer) and up after `healthy_threshold` successes. A node
+//! starts `unknown` and — because probes are configured — takes no traffic until its first
+//! successful probe.
 //!
 //! [`HealthSupervisor::reconcile`] is called after every snapshot swap: it starts probes for
 //! new nodes, stops them for nodes that left, and restarts them when a pool's probe settings
@@ -13,23 +17,24 @@
 //! logs nodes returning from passive ejection.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{HeaderValue, HOST, USER_AGENT};
-use http::{Request, Uri};
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use bytes::{Buf, Bytes};
+use http::header::{HeaderValue, CONTENT_TYPE, HOST, TE, USER_AGENT};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderMap, Method};
+use http_body_util::BodyExt as _;
+use rustls_pki_types::ServerName;
 use strategies::{Health, NodeStats};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{HealthCheckConfig, UpstreamProtocol};
+use crate::config::{HealthCheckConfig, HealthProtocol};
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotCell};
-use crate::upstream::UpstreamConnector;
+use crate::upstream::{self, Buffered, Outgoing, RequestBody, Transport};
 
 /// How often ejection returns are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -43,17 +48,25 @@ struct ProbeKey {
 
 #[derive(Debug, Clone, PartialEq)]
 struct ProbeSpec {
-    /// `http` or `https`: probes speak the pool's protocol.
-    scheme: String,
-    /// HTTP/2 for `upstream_protocol: h2` pools.
-    h2: bool,
-    authority: String,
-    path: String,
+    /// The pool's transport settings (protocol, TLS): probes speak the pool's protocol.
+    transport: upstream::TransportSettings,
+    /// The node's resolved address.
+    addr: SocketAddr,
+    /// What to ask.
+    ask: Ask,
     interval: Duration,
     timeout: Duration,
     healthy_threshold: u32,
     unhealthy_threshold: u32,
-    expect: (u16, u16),
+}
+
+/// What a probe asks, and what passes.
+#[derive(Debug, Clone, PartialEq)]
+enum Ask {
+    /// `GET path`; a status in the range passes.
+    Http { path: String, expect: (u16, u16) },
+    /// `grpc.health.v1.Health/Check` for this service; SERVING passes.
+    Grpc { service: String },
 }
 
 struct Running {
@@ -81,26 +94,24 @@ impl HealthSupervisor {
 
     /// Bring the probe tasks in line with `snap`.
     pub fn reconcile(&self, snap: &Snapshot) {
-        let mut wanted: HashMap<ProbeKey, (ProbeSpec, Arc<NodeStats>, UpstreamConnector)> =
-            HashMap::new();
+        let mut wanted: HashMap<ProbeKey, (ProbeSpec, Arc<NodeStats>, NodeTarget)> = HashMap::new();
         for pool in &snap.pools {
             let Some(hc) = &pool.config.health_check else {
                 continue;
             };
             for node in &pool.nodes {
-                let mut spec = spec(hc, node.authority.as_str());
-                spec.scheme = pool.client.scheme().as_str().to_string();
-                spec.h2 = pool.config.upstream_protocol == UpstreamProtocol::H2;
+                let spec = spec(hc, &pool.transport, node.socket_addr);
+                let target = NodeTarget {
+                    transport: pool.transport.clone(),
+                    authority: node.authority.clone(),
+                    server_name: node.server_name.clone(),
+                };
                 wanted.insert(
                     ProbeKey {
                         pool: pool.name.clone(),
                         addr: node.addr.clone(),
                     },
-                    (
-                        spec,
-                        Arc::clone(&node.stats),
-                        pool.client.probe_connector(hc.timeout.0),
-                    ),
+                    (spec, Arc::clone(&node.stats), target),
                 );
             }
         }
@@ -115,7 +126,7 @@ impl HealthSupervisor {
             }
             keep
         });
-        for (key, (spec, stats, connector)) in wanted {
+        for (key, (spec, stats, target)) in wanted {
             if probes.contains_key(&key) {
                 continue;
             }
@@ -125,7 +136,7 @@ impl HealthSupervisor {
                 addr: key.addr.clone(),
                 spec: spec.clone(),
                 stats,
-                connector,
+                target,
                 metrics: self.metrics.clone(),
             };
             self.tracker.spawn(probe.run(stop.clone()));
@@ -151,18 +162,31 @@ impl HealthSupervisor {
     }
 }
 
-fn spec(hc: &HealthCheckConfig, authority: &str) -> ProbeSpec {
+fn spec(hc: &HealthCheckConfig, transport: &Transport, addr: SocketAddr) -> ProbeSpec {
     ProbeSpec {
-        scheme: "http".to_string(),
-        h2: false,
-        authority: authority.to_string(),
-        path: hc.path.clone(),
+        transport: transport.settings.clone(),
+        addr,
+        ask: match hc.protocol {
+            HealthProtocol::Http => Ask::Http {
+                path: hc.path.clone(),
+                expect: (hc.expect_status.lo, hc.expect_status.hi),
+            },
+            HealthProtocol::Grpc => Ask::Grpc {
+                service: hc.grpc_service.clone().unwrap_or_default(),
+            },
+        },
         interval: hc.interval.0,
         timeout: hc.timeout.0,
         healthy_threshold: hc.healthy_threshold.max(1),
         unhealthy_threshold: hc.unhealthy_threshold.max(1),
-        expect: (hc.expect_status.lo, hc.expect_status.hi),
     }
+}
+
+/// How to reach the node: the pool's transport and the node's names.
+struct NodeTarget {
+    transport: Transport,
+    authority: Authority,
+    server_name: Option<ServerName<'static>>,
 }
 
 struct Probe {
@@ -170,26 +194,17 @@ struct Probe {
     addr: String,
     spec: ProbeSpec,
     stats: Arc<NodeStats>,
-    /// The pool's connector (TCP, plus TLS for a `tls` pool) with the probe's timeout.
-    connector: UpstreamConnector,
+    target: NodeTarget,
     metrics: Metrics,
 }
 
+/// The gRPC health service's method.
+const GRPC_HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+/// `HealthCheckResponse.ServingStatus.SERVING`.
+const GRPC_SERVING: u64 = 1;
+
 impl Probe {
     async fn run(self, stop: CancellationToken) {
-        // No idle pool: every probe makes a new connection, so a node that stopped
-        // accepting connections is noticed even while an old connection still works.
-        let client: Client<UpstreamConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .pool_timer(TokioTimer::new())
-            .http2_only(self.spec.h2)
-            .build(self.connector.clone());
-        let uri: Option<Uri> = format!(
-            "{}://{}{}",
-            self.spec.scheme, self.spec.authority, self.spec.path
-        )
-        .parse()
-        .ok();
         let host = HeaderValue::from_str(&self.addr).ok();
         let ok_counter = self
             .metrics
@@ -211,9 +226,14 @@ impl Probe {
             }
             delay = self.spec.interval.mul_f64(0.9) + jitter(self.spec.interval / 5);
 
-            let result = match (&uri, &host) {
-                (Some(uri), Some(host)) => self.probe_once(&client, uri, host).await,
-                _ => Err("the node address does not form a valid probe URL".to_string()),
+            let result = match &host {
+                Some(host) => {
+                    match tokio::time::timeout(self.spec.timeout, self.probe_once(host)).await {
+                        Err(_) => Err(format!("no answer within {:?}", self.spec.timeout)),
+                        Ok(r) => r,
+                    }
+                }
+                None => Err("the node address is not a valid Host header".to_string()),
             };
             match result {
                 Ok(()) => {
@@ -248,36 +268,143 @@ impl Probe {
         }
     }
 
-    async fn probe_once(
-        &self,
-        client: &Client<UpstreamConnector, Empty<Bytes>>,
-        uri: &Uri,
-        host: &HeaderValue,
-    ) -> Result<(), String> {
-        let mut req = Request::new(Empty::new());
-        *req.uri_mut() = uri.clone();
-        req.headers_mut().insert(HOST, host.clone());
-        req.headers_mut().insert(
+    /// One probe; `Err` says why it failed.
+    async fn probe_once(&self, host: &HeaderValue) -> Result<(), String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, host.clone());
+        headers.insert(
             USER_AGENT,
             HeaderValue::from_static("switchyard-health-check"),
         );
-        match tokio::time::timeout(self.spec.timeout, client.request(req)).await {
-            Err(_) => Err(format!("no answer within {:?}", self.spec.timeout)),
-            Ok(Err(e)) => Err(crate::upstream::error_chain(&e)),
-            Ok(Ok(resp)) => {
-                let status = resp.status().as_u16();
-                // The body is dropped unread: the connection is not reused anyway.
-                if (self.spec.expect.0..=self.spec.expect.1).contains(&status) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "status {status} outside {}-{}",
-                        self.spec.expect.0, self.spec.expect.1
-                    ))
+        let (method, path, body) = match &self.spec.ask {
+            Ask::Http { path, .. } => (Method::GET, path.as_str(), RequestBody::Empty),
+            Ask::Grpc { service } => {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                headers.insert(TE, HeaderValue::from_static("trailers"));
+                let body = Buffered::new(grpc_health_request(service), None);
+                (Method::POST, GRPC_HEALTH_CHECK, RequestBody::Buffered(body))
+            }
+        };
+        let path = PathAndQuery::try_from(path).map_err(|e| format!("bad probe path: {e}"))?;
+        let mut out = Outgoing::new(method, path, headers, Some(host.clone()), (), body, false);
+        let t = &self.target;
+        let resp = upstream::probe(
+            &t.transport,
+            self.spec.addr,
+            &t.authority,
+            t.server_name.as_ref(),
+            &mut out,
+        )
+        .await
+        .map_err(|e| upstream::error_chain(&e))?;
+        let status = resp.status().as_u16();
+        match &self.spec.ask {
+            // The body is dropped unread: the connection is not reused anyway.
+            Ask::Http { expect, .. } if (expect.0..=expect.1).contains(&status) => Ok(()),
+            Ask::Http { expect, .. } => {
+                Err(format!("status {status} outside {}-{}", expect.0, expect.1))
+            }
+            Ask::Grpc { .. } => {
+                if status != 200 {
+                    return Err(format!("gRPC health check answered HTTP {status}"));
+                }
+                let head_status = grpc_status(resp.headers());
+                let collected = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| format!("gRPC health check body failed: {e}"))?;
+                let trailers_status = collected.trailers().and_then(grpc_status);
+                match trailers_status.or(head_status) {
+                    Some(0) => {}
+                    Some(code) => {
+                        return Err(format!("gRPC health check failed with status {code}"))
+                    }
+                    None => {
+                        return Err("gRPC health check answered without grpc-status".to_string())
+                    }
+                }
+                match grpc_health_status(collected.to_bytes()) {
+                    Some(GRPC_SERVING) => Ok(()),
+                    Some(s) => Err(format!("gRPC health status {s} (not SERVING)")),
+                    None => Err("gRPC health check answer cannot be parsed".to_string()),
                 }
             }
         }
     }
+}
+
+/// `grpc-status` of a header or trailer block.
+fn grpc_status(h: &HeaderMap) -> Option<u32> {
+    h.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// A gRPC message (uncompressed, length-prefixed) holding `HealthCheckRequest { service }`.
+fn grpc_health_request(service: &str) -> Bytes {
+    let mut msg = Vec::with_capacity(service.len() + 8);
+    if !service.is_empty() {
+        // Field 1 (string): tag 0x0a, varint length, bytes.
+        msg.push(0x0a);
+        put_varint(&mut msg, service.len() as u64);
+        msg.extend_from_slice(service.as_bytes());
+    }
+    let mut framed = Vec::with_capacity(msg.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&msg);
+    Bytes::from(framed)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = buf.split_first()?;
+        *buf = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// `HealthCheckResponse.status` from one length-prefixed, uncompressed gRPC message; an
+/// absent field is proto3's default, UNKNOWN (0).
+fn grpc_health_status(mut body: Bytes) -> Option<u64> {
+    if body.len() < 5 || body[0] != 0 {
+        return None;
+    }
+    body.advance(1);
+    let len = body.get_u32() as usize;
+    let mut msg = body.get(..len)?;
+    let mut status = 0;
+    while !msg.is_empty() {
+        let tag = get_varint(&mut msg)?;
+        match tag & 7 {
+            0 => {
+                let v = get_varint(&mut msg)?;
+                if tag >> 3 == 1 {
+                    status = v;
+                }
+            }
+            2 => {
+                let n = usize::try_from(get_varint(&mut msg)?).ok()?;
+                msg = msg.get(n..)?;
+            }
+            1 => msg = msg.get(8..)?,
+            5 => msg = msg.get(4..)?,
+            _ => return None,
+        }
+    }
+    Some(status)
 }
 
 /// A random duration in `[0, max)`.
@@ -287,4 +414,40 @@ fn jitter(max: Duration) -> Duration {
         return Duration::ZERO;
     }
     Duration::from_nanos(strategies::random_u64() % nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_health_messages_encode_and_decode() {
+        assert_eq!(&grpc_health_request("")[..], &[0, 0, 0, 0, 0]);
+        assert_eq!(
+            &grpc_health_request("db")[..],
+            &[0, 0, 0, 0, 4, 0x0a, 2, b'd', b'b']
+        );
+        let serving = Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 1]);
+        assert_eq!(grpc_health_status(serving), Some(GRPC_SERVING));
+        // An empty message is status UNKNOWN; unknown fields are skipped.
+        assert_eq!(
+            grpc_health_status(Bytes::from_static(&[0, 0, 0, 0, 0])),
+            Some(0)
+        );
+        let with_extra = Bytes::from_static(&[0, 0, 0, 0, 5, 0x12, 1, b'x', 0x08, 2]);
+        assert_eq!(grpc_health_status(with_extra), Some(2));
+        // Compressed, truncated or garbage: no answer.
+        assert_eq!(
+            grpc_health_status(Bytes::from_static(&[1, 0, 0, 0, 0])),
+            None
+        );
+        assert_eq!(
+            grpc_health_status(Bytes::from_static(&[0, 0, 0, 0, 3, 0x08])),
+            None
+        );
+        assert_eq!(
+            grpc_health_status(Bytes::from_static(&[0, 0, 0, 0, 1, 0xff])),
+            None
+        );
+    }
 }

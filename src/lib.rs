@@ -10,9 +10,9 @@
 //!   [`h1guard`]: the request-smuggling checks on HTTP/1 bytes that hyper does not make;
 //! - [`ratelimit`]: the per-client token buckets of `rate_limit`, checked before routing;
 //! - [`proxy`]: the request path — [`router`] → [`snapshot`] pool → strategy (the
-//!   `strategies` crate) → [`upstream`] client ([`h1pool`] and [`h1codec`] for plain
-//!   HTTP/1.1 nodes) →
-//!   response [`body`];
+//!   `strategies` crate) → [`upstream`] (every way of talking to a node: the own HTTP/1.1
+//!   codec, hyper's HTTP/1.1 and HTTP/2 client connections, TLS) → response [`body`];
+//!   [`tunnel`]: upgraded (WebSocket) connections;
 //! - [`headers`]: forwarding and hop-by-hop header rules; [`error`]: the answers the
 //!   balancer makes itself;
 //! - [`outlier`] (passive ejection), [`budget`] (retry budget) and [`health`] (active
@@ -33,9 +33,7 @@ pub mod config;
 pub mod conn_timeout;
 pub mod demo;
 pub mod error;
-pub mod h1codec;
 pub mod h1guard;
-pub mod h1pool;
 pub mod headers;
 pub mod health;
 mod iowrap;
@@ -51,5 +49,6 @@ pub mod router;
 pub mod snapshot;
 pub mod timefmt;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 pub mod watch;

@@ -16,37 +16,33 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::{ready, Either};
 use http::header::{HeaderValue, CONNECTION, COOKIE, HOST, RETRY_AFTER};
-use http::uri::{PathAndQuery, Scheme, Uri};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use prometheus::IntCounter;
 use strategies::PickContext;
 use tokio_util::task::TaskTracker;
 
 use crate::accesslog::{AccessLog, Record};
-use crate::body::{
-    Completion, LimitedBody, PendingLog, RequestBody, ResponseBody, UpstreamIncoming,
-};
+use crate::body::{Completion, PendingLog, ResponseBody};
 use crate::config::HashKey;
 use crate::error::ProxyError;
-use crate::h1codec;
 use crate::h1guard::Violation;
-use crate::h1pool::{self, Checkout};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::{Metrics, Outcome, PoolMetrics, NO_POOL};
 use crate::outlier;
 use crate::ratelimit::Refused;
-use crate::snapshot::{Node, Pool, SnapshotCell};
-use crate::upstream::UpstreamError;
+use crate::snapshot::{Pool, SnapshotCell};
+use crate::upstream::{
+    self, Buffered, ClientBodyError, Kind, Outgoing, RequestBody, Target, UpstreamError,
+};
 
 /// The most attempts a request can make (1 + retries).
 const MAX_ATTEMPTS: usize = 11;
@@ -83,7 +79,7 @@ pub struct Proxy {
     pub snapshot: Arc<SnapshotCell>,
     pub metrics: Metrics,
     /// The supervisor's task tracker: upgraded (WebSocket) tunnels are spawned on it so
-    /// that shutdown waits for them like for any other connection.
+    /// that shutdown waits for them like for any other connection ([`crate::tunnel`]).
     tracker: TaskTracker,
     /// The access log, when it is on.
     access_log: Option<AccessLog>,
@@ -287,18 +283,15 @@ impl Proxy {
            + Send
            + 'a {
         async move {
-            // The request's bytes for the codec (plain HTTP/1.1 nodes, complete body): the same
-            // for every node, so made once, on the first attempt that needs them.
-            let mut wire: Vec<u8> = Vec::new();
-
             let policy = &pool.retry;
             let now_ms = strategies::now_ms();
             pool.budget.record_request(now_ms);
-            let (mut body, body_cut) = match request_body(
-                p.body,
-                policy.attempts > 0,
+            p.out.body = match request_body(
+                p.incoming,
+                policy.attempts > 0 || p.out.upgrade,
                 pool.request_timeout,
                 body_limit,
+                pool.idle_timeout,
             )
             .await
             {
@@ -311,7 +304,7 @@ impl Proxy {
             let mut excluded = [usize::MAX; EXCLUDE_CAP];
             let mut n_excluded = 0;
             let mut last_err = ProxyError::NoHealthyNode;
-            let idempotent = retryable_method(&p.method);
+            let idempotent = upstream::idempotent(&p.out.method);
 
             for attempt in 0..max_attempts {
                 // Pick a node and claim an in-flight slot atomically: a node that reached
@@ -352,70 +345,25 @@ impl Proxy {
                     l.record.node.clear();
                     l.record.node.push_str(&node.addr);
                 }
-                let more = attempt + 1 < max_attempts;
                 let sent_at = Instant::now();
-                let deadline = tokio::time::Instant::from_std(sent_at) + pool.request_timeout;
-                // Plain HTTP/1.1 nodes take the per-node pool, which speaks to one node with an
-                // origin-form target: through the codec in this task when the body is complete
-                // (the request stays here, ready for another attempt), through hyper's
-                // connection when it streams. Everything else: the pooled client, absolute URI.
-                let pooled = match node.socket_addr {
-                    Some(sa) if pool.client.plain_http1() && p.downstream_upgrade.is_none() => {
-                        Some(h1pool::Target {
-                            conns: &node.conns,
-                            addr: sa,
-                            deadline,
-                            connect_timeout: pool.connect_timeout,
-                            max_idle: pool.client.settings.max_idle_per_node,
-                        })
-                    }
-                    _ => None,
+                let target = Target {
+                    transport: &pool.transport,
+                    conns: &node.conns,
+                    addr: node.socket_addr,
+                    node: &node.authority,
+                    server_name: node.server_name.as_ref(),
+                    deadline: tokio::time::Instant::from_std(sent_at) + p.timeout,
                 };
-                let (result, handed_over, checkout, can_retry) = match (pooled, body.complete()) {
-                    (Some(target), Some(data)) => {
-                        if wire.is_empty() {
-                            h1codec::encode_request(
-                                &p.method,
-                                p.path_and_query.as_str(),
-                                &p.headers,
-                                p.forwarding.as_ref(),
-                                data.len(),
-                                &mut wire,
-                            );
-                            wire.extend_from_slice(data);
-                        }
-                        match h1pool::send_wire(target, &wire, &p.method).await {
-                            Ok(sent) => (Ok(sent.response), sent.handed_over, None, more),
-                            Err(e) => (Err(e), sent_at, None, more),
-                        }
-                    }
-                    (pooled, _) => {
-                        if let Some(fwd) = p.forwarding.take() {
-                            fwd.apply(&mut p.headers);
-                        }
-                        // Boxed: the rarer paths, with large futures.
-                        Box::pin(self.send_through_hyper(
-                            pool,
-                            node,
-                            pooled,
-                            &p.method,
-                            &p.path_and_query,
-                            &mut p.headers,
-                            &mut body,
-                            more,
-                            idempotent && (policy.on_timeout || policy.on_status != 0),
-                            deadline,
-                        ))
-                        .await
-                    }
-                };
-                let can_retry = more && can_retry;
+                let result = upstream::send(&target, &mut p.out).await;
+                // Another attempt needs the request still here, and a try left.
+                let can_retry = attempt + 1 < max_attempts && p.out.body.is_sendable();
                 let now_ms = strategies::now_ms();
                 match result {
-                    Ok(mut resp) => {
+                    Ok(ex) => {
+                        let mut resp = ex.response;
                         let status = resp.status();
                         // The node's latency, without the time spent opening a connection.
-                        node.stats.observe_rtt(handed_over.elapsed());
+                        node.stats.observe_rtt(ex.handed_over.elapsed());
                         let failed = status.is_server_error();
                         node.metrics.record(if failed {
                             Outcome::HttpError
@@ -429,16 +377,15 @@ impl Proxy {
                             && policy.retries_status(status.as_u16())
                             && pool.budget.try_retry(now_ms, policy.budget_percent)
                         {
-                            last_err = ProxyError::Upstream(UpstreamError::Status(status.as_u16()));
+                            last_err = ProxyError::UpstreamStatus(status.as_u16());
                             continue;
                         }
-                        if status == StatusCode::SWITCHING_PROTOCOLS {
-                            if let Some(down) = p.downstream_upgrade {
-                                let up = hyper::upgrade::on(&mut resp);
-                                self.tracker.spawn(tunnel(down, up));
+                        match (ex.upgraded, p.downstream_upgrade.take()) {
+                            (Some(up), Some(down)) => {
+                                self.tracker
+                                    .spawn(crate::tunnel::run(down, up, pool.idle_timeout));
                             }
-                        } else {
-                            headers::strip_hop_by_hop(resp.headers_mut(), false);
+                            _ => headers::strip_hop_by_hop(resp.headers_mut(), false),
                         }
                         let (rparts, rbody) = resp.into_parts();
                         let completion = Completion {
@@ -451,39 +398,38 @@ impl Proxy {
                         };
                         return Ok(Response::from_parts(
                             rparts,
-                            ResponseBody::upstream(rbody, completion, deadline, checkout),
+                            ResponseBody::upstream(rbody, completion, pool.idle_timeout),
                         ));
                     }
                     Err(e) => {
                         drop(in_flight);
-                        if body_cut.as_ref().is_some_and(|c| c.load(Ordering::Acquire)) {
-                            // The client's body crossed `max_body_bytes` and the request was
-                            // aborted: the client's doing, not the node's.
-                            return Err((ProxyError::BodyTooLarge, log));
+                        let kind = e.kind();
+                        if kind == Kind::ClientBody {
+                            // The client's body broke (or crossed `max_body_bytes`, or
+                            // stalled): the client's doing, not the node's — nothing is
+                            // held against the node and nothing is retried.
+                            tracing::debug!(pool = %pool.name, error = %upstream::error_chain(&e), "request body failed");
+                            return Err((client_body_error(&e), log));
                         }
                         // A node that stops answering must not look fast while its estimate
                         // decays: the time this attempt cost counts as its latency.
                         node.stats.observe_rtt(sent_at.elapsed());
-                        let (outcome, retry) = match &e {
+                        let (outcome, retry) = match kind {
                             // Nothing reached the node: safe to retry for any method.
-                            UpstreamError::Connect(_) => {
-                                (Outcome::ConnectError, policy.on_connect_failure)
-                            }
-                            UpstreamError::ConnectTimeout => (
+                            Kind::Connect => (Outcome::ConnectError, policy.on_connect_failure),
+                            Kind::ConnectTimeout => (
                                 Outcome::Timeout,
                                 policy.on_connect_failure || policy.on_timeout,
                             ),
-                            UpstreamError::Timeout => {
-                                (Outcome::Timeout, policy.on_timeout && idempotent)
-                            }
+                            Kind::Timeout => (Outcome::Timeout, policy.on_timeout && idempotent),
                             // A reset or close after the request was sent counts as a 502.
-                            UpstreamError::Broken(_) | UpstreamError::Status(_) => {
+                            Kind::Broken | Kind::ClientBody => {
                                 (Outcome::HttpError, policy.retries_status(502) && idempotent)
                             }
                         };
                         node.metrics.record(outcome);
                         outlier::record(pool, node, true, now_ms);
-                        tracing::debug!(pool = %pool.name, node = %node.addr, error = %e, attempt, "upstream attempt failed");
+                        tracing::debug!(pool = %pool.name, node = %node.addr, error = %upstream::error_chain(&e), attempt, "upstream attempt failed");
                         last_err = ProxyError::Upstream(e);
                         if !(can_retry
                             && retry
@@ -499,20 +445,35 @@ impl Proxy {
     }
 }
 
+/// The answer to a request whose own body failed.
+fn client_body_error(e: &UpstreamError) -> ProxyError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(b) = err.downcast_ref::<ClientBodyError>() {
+            return match b {
+                ClientBodyError::TooLarge => ProxyError::BodyTooLarge,
+                ClientBodyError::Idle => ProxyError::RequestTimeout,
+                ClientBodyError::Failed(_) => ProxyError::BadRequest,
+            };
+        }
+        cur = err.source();
+    }
+    ProxyError::BadRequest
+}
+
 /// A request taken apart for forwarding: what every attempt needs, computed once.
 struct Prepared {
-    method: Method,
-    path_and_query: PathAndQuery,
-    /// The client's headers, hop-by-hop ones removed.
-    headers: HeaderMap,
-    body: Incoming,
+    /// What goes to the nodes; its body is filled in by [`request_body`].
+    out: Outgoing<headers::Forwarding>,
+    /// The client's body, until it is made the outgoing one.
+    incoming: Incoming,
     /// The client's side of an HTTP/1.1 upgrade (WebSocket), when it asked for one.
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// The `hash_key` value (0 when the pool hashes nothing).
     hash: u64,
-    /// Computed once; inserted into `headers` only if a request goes out through hyper's
-    /// client, written straight onto the wire by the codec otherwise.
-    forwarding: Option<headers::Forwarding>,
+    /// Until the response head: `timeouts.request`, or less when a gRPC client's
+    /// `grpc-timeout` asks for less.
+    timeout: Duration,
 }
 
 impl Prepared {
@@ -525,14 +486,21 @@ impl Prepared {
         host: Option<HeaderValue>,
         request_id: Option<HeaderValue>,
     ) -> Prepared {
-        let upgrade =
-            headers::is_upgrade_request(req.headers()) && req.version() == Version::HTTP_11;
+        // An upgrade goes through when the node speaks HTTP/1.1 (a tunnel needs the
+        // connection itself) and the request carries no body (a WebSocket handshake is a
+        // GET); otherwise the request is served as a plain one.
+        let upgrade = headers::is_upgrade_request(req.headers())
+            && req.version() == Version::HTTP_11
+            && !pool.transport.is_h2()
+            && req.body().is_end_stream();
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let hash = pool
             .hash_key
             .as_ref()
             .map(|k| hash_for(k, &req, client))
             .unwrap_or(0);
+        let timeout = headers::grpc_timeout(req.headers())
+            .map_or(pool.request_timeout, |t| t.min(pool.request_timeout));
         let (parts, body) = req.into_parts();
         let path_and_query = parts
             .uri
@@ -549,167 +517,71 @@ impl Prepared {
             }
         }
         headers::strip_hop_by_hop(&mut headers, upgrade);
-        if parts.version == Version::HTTP_2 {
+        if parts.version == Version::HTTP_2 && !pool.transport.is_h2() {
             headers::join_cookies(&mut headers);
         }
         let forwarding =
             headers::Forwarding::new(&headers, conn.peer.ip(), conn.https, host.as_ref())
                 .with_request_id(request_id);
         Prepared {
-            method: parts.method,
-            path_and_query,
-            headers,
-            body,
+            out: Outgoing::new(
+                parts.method,
+                path_and_query,
+                headers,
+                host,
+                forwarding,
+                RequestBody::Empty,
+                upgrade,
+            ),
+            incoming: body,
             downstream_upgrade,
             hash,
-            forwarding: Some(forwarding),
+            timeout,
         }
     }
 }
-
-impl Proxy {
-    /// One attempt through hyper: the per-node pool's hyper connection (a streamed body to
-    /// a plain HTTP/1.1 node) or the pooled client (TLS, HTTP/2, upgrades). A copy of the
-    /// body and headers is kept for another attempt only when one may be needed after the
-    /// request left (`retry_after_send`) or the client cannot hand an unsent request back;
-    /// so with the default policy (retry connect failures only) nothing is copied.
-    /// Returns the result, when the request was handed over, the pooled connection, and
-    /// whether the request is still here for another attempt.
-    #[allow(clippy::too_many_arguments)]
-    async fn send_through_hyper(
-        &self,
-        pool: &Pool,
-        node: &Node,
-        pooled: Option<h1pool::Target<'_>>,
-        method: &Method,
-        pq: &PathAndQuery,
-        headers: &mut HeaderMap,
-        body: &mut RequestBody,
-        more: bool,
-        retry_after_send: bool,
-        deadline: tokio::time::Instant,
-    ) -> Attempt {
-        let sent_at = Instant::now();
-        let copy = if more && (retry_after_send || pooled.is_none()) {
-            body.try_clone()
-        } else {
-            None
-        };
-        let copied = copy.is_some();
-        let this_body = std::mem::replace(body, copy.unwrap_or(RequestBody::Empty));
-        let mut up_req = Request::new(this_body);
-        *up_req.method_mut() = method.clone();
-        *up_req.uri_mut() = match pooled {
-            Some(_) => Uri::from(pq.clone()),
-            None => upstream_uri(pool.client.scheme(), &node.authority, pq),
-        };
-        *up_req.version_mut() = pool.client.version();
-        *up_req.headers_mut() = if copied {
-            headers.clone()
-        } else {
-            std::mem::take(headers)
-        };
-        let Some(target) = pooled else {
-            let result = pool.client.send(up_req, deadline).await;
-            return (
-                result.map(|r| r.map(UpstreamIncoming::Hyper)),
-                sent_at,
-                None,
-                copied,
-            );
-        };
-        match h1pool::send_streaming(target, up_req).await {
-            Ok((resp, checkout)) => (
-                Ok(resp.map(UpstreamIncoming::Hyper)),
-                checkout.handed_over,
-                Some(checkout),
-                copied,
-            ),
-            Err(h1pool::SendError { error, unsent }) => {
-                // The request came back unsent: it can go to another node as it is.
-                let returned = match (unsent, copied) {
-                    (Some(unsent), false) => {
-                        let (parts, unsent_body) = unsent.into_parts();
-                        *headers = parts.headers;
-                        *body = unsent_body;
-                        true
-                    }
-                    _ => false,
-                };
-                (Err(error), sent_at, None, copied || returned)
-            }
-        }
-    }
-}
-
-/// One attempt's result, when the request was handed to a connection, the pooled hyper
-/// connection its body arrives on, and whether the request can be sent again.
-type Attempt = (
-    Result<Response<UpstreamIncoming>, UpstreamError>,
-    Instant,
-    Option<Checkout>,
-    bool,
-);
 
 /// Bodies up to this size are read whole before the first attempt so that a retry can
 /// send them again; larger or unsized bodies stream and are sent once.
 pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
 
-/// Prepare the client's body for the upstream: empty, buffered for retries, or streaming —
-/// cut at `limit` when its length is unknown (an announced length was checked against the
-/// limit already). The flag says whether the cut happened.
-/// Only buffering waits, in a boxed future: the common cases add nothing to the size of
-/// the request's future.
+/// Prepare the client's body for the upstream: empty, buffered for retries (or for an
+/// upgrade, which needs its request complete), or streaming — cut at `limit` when its length
+/// is unknown (an announced length was checked against the limit already), and after `idle`
+/// without data. Only buffering waits, in a boxed future: the common cases add nothing to
+/// the size of the request's future.
 async fn request_body(
     body: Incoming,
-    retries_enabled: bool,
-    timeout: std::time::Duration,
+    buffer_small: bool,
+    timeout: Duration,
     limit: Option<u64>,
-) -> Result<(RequestBody, Option<Arc<AtomicBool>>), ProxyError> {
+    idle: Duration,
+) -> Result<RequestBody, ProxyError> {
     if body.is_end_stream() {
-        return Ok((RequestBody::Empty, None));
+        return Ok(RequestBody::Empty);
     }
     let exact = body.size_hint().exact();
     let small = exact.is_some_and(|n| n <= RETRY_BUFFER_LIMIT);
-    if !(retries_enabled && small) {
-        return Ok(match (limit, exact) {
-            (Some(max), None) => {
-                let (limited, cut) = LimitedBody::new(body, max);
-                (RequestBody::Limited(limited), Some(cut))
-            }
-            _ => (RequestBody::Streaming(body), None),
-        });
+    if !(buffer_small && small) {
+        let limit = if exact.is_none() { limit } else { None };
+        return Ok(RequestBody::streaming(body, limit, idle));
     }
     Box::pin(buffer_body(body, timeout)).await
 }
 
-async fn buffer_body(
-    body: Incoming,
-    timeout: Duration,
-) -> Result<(RequestBody, Option<Arc<AtomicBool>>), ProxyError> {
+async fn buffer_body(body: Incoming, timeout: Duration) -> Result<RequestBody, ProxyError> {
     match tokio::time::timeout(timeout, body.collect()).await {
-        Ok(Ok(collected)) => Ok((RequestBody::Buffered(Some(collected.to_bytes())), None)),
+        Ok(Ok(collected)) => {
+            let trailers = collected.trailers().cloned();
+            Ok(RequestBody::Buffered(Buffered::new(
+                collected.to_bytes(),
+                trailers,
+            )))
+        }
         // The client stopped sending (or went away) before the body was complete.
-        Ok(Err(_)) | Err(_) => Err(ProxyError::BadRequest),
+        Ok(Err(_)) => Err(ProxyError::BadRequest),
+        Err(_) => Err(ProxyError::RequestTimeout),
     }
-}
-
-/// Methods that may be sent twice (RFC 9110 idempotent methods).
-pub fn retryable_method(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
-/// `http://ip:port/path?query` (`https://` for a pool with `tls`) for the pooled client.
-fn upstream_uri(scheme: Scheme, authority: &http::uri::Authority, pq: &PathAndQuery) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(scheme);
-    parts.authority = Some(authority.clone());
-    parts.path_and_query = Some(pq.clone());
-    // Scheme, authority and path are each valid, so the parts always form a URI.
-    Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 
 fn host_str(v: Option<&HeaderValue>) -> Option<&str> {
@@ -742,21 +614,5 @@ fn hash_for(key: &HashKey, req: &Request<Incoming>, client: IpAddr) -> u64 {
                 (k == name).then(|| strategies::hash_key(v.as_bytes()))
             })
             .unwrap_or_else(ip_hash),
-    }
-}
-
-/// Copy bytes both ways between the client and the upstream after a `101`.
-async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
-    let (down, up) = match tokio::try_join!(down, up) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade did not complete");
-            return;
-        }
-    };
-    let mut down = TokioIo::new(down);
-    let mut up = TokioIo::new(up);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
     }
 }

@@ -17,13 +17,12 @@ use http::uri::Authority;
 use strategies::{Kind, NodeStats, SharedState, Strategy};
 
 use crate::budget::RetryBudget;
-use crate::config::{HashKey, LoadedConfig, PoolConfig, RetryOn};
-use crate::h1pool::NodeConns;
+use crate::config::{HashKey, LoadedConfig, PoolConfig, RetryOn, UpstreamProtocol};
 use crate::metrics::{Metrics, NodeMetrics, PoolMetrics};
 use crate::outlier::OutlierState;
 use crate::ratelimit::RateLimiter;
 use crate::router::{Route, Router};
-use crate::upstream::{ClientSettings, UpstreamClient, UpstreamTlsSettings};
+use crate::upstream::{self, NodeConns, Protocol, TlsSettings, Transport, TransportSettings};
 
 /// Idle connections kept per node when `max_connections_per_node` is not set.
 const DEFAULT_MAX_IDLE_PER_NODE: usize = 256;
@@ -64,10 +63,12 @@ pub struct Node {
     pub addr: String,
     /// Resolved `ip:port` the client connects to.
     pub authority: Authority,
-    /// The same as a socket address, for the plain HTTP/1.1 connection pool.
-    pub socket_addr: Option<SocketAddr>,
-    /// Idle keep-alive connections to the node (plain HTTP/1.1 pools); carried across
-    /// swaps with the stats so that a reload or a registry update keeps them warm.
+    /// The same as a socket address.
+    pub socket_addr: SocketAddr,
+    /// The name its TLS certificate is verified as (pools with `tls`).
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
+    /// Keep-alive connections to the node; carried across swaps with the stats so that a
+    /// reload or a registry update keeps them warm.
     pub conns: Arc<NodeConns>,
     pub weight: u32,
     pub source: Source,
@@ -121,9 +122,12 @@ pub struct Pool {
     pub strategy: Box<dyn Strategy>,
     pub nodes: Vec<Node>,
     pub hash_key: Option<HashKey>,
-    pub client: UpstreamClient,
-    pub connect_timeout: Duration,
+    /// How the pool talks to its nodes; kept across swaps while its settings are unchanged.
+    pub transport: Transport,
+    /// Until the response head (`timeouts.request`).
     pub request_timeout: Duration,
+    /// Body inactivity, either direction (`timeouts.idle`).
+    pub idle_timeout: Duration,
     pub retry: RetryPolicy,
     pub metrics: PoolMetrics,
     /// Strategy counters carried across snapshots.
@@ -220,6 +224,14 @@ pub async fn build(
             }
         }
 
+        let settings = transport_settings(pcfg, &config);
+        let transport = match prev_pool {
+            Some(p) if p.transport.settings == settings => p.transport.clone(),
+            _ => Transport::new(name, settings),
+        };
+        // Connections made with other settings (protocol, TLS) are not reused.
+        let same_transport = prev_pool.is_some_and(|p| p.transport.settings == transport.settings);
+
         let mut nodes = Vec::with_capacity(wanted.len());
         for (addr, weight, source) in wanted {
             let prev_node = prev_nodes.get(addr.as_str()).copied();
@@ -242,10 +254,14 @@ pub async fn build(
                     }
                 },
             };
+            let Ok(socket_addr) = authority.as_str().parse::<SocketAddr>() else {
+                // Not reached: `resolve` makes the authority from a socket address.
+                continue;
+            };
             // Idle connections lead to the old resolved address: keep them only if the name
             // still resolves there.
             let conns = prev_node
-                .filter(|p| p.authority == authority)
+                .filter(|p| same_transport && p.authority == authority)
                 .map(|p| Arc::clone(&p.conns))
                 .unwrap_or_default();
             let outlier = prev_node
@@ -266,8 +282,9 @@ pub async fn build(
             configure_stats(&stats, pcfg);
             nodes.push(Node {
                 metrics: metrics.node(name, &addr),
+                server_name: upstream::server_name(transport.settings.tls.as_ref(), &addr),
                 addr,
-                socket_addr: authority.as_str().parse().ok(),
+                socket_addr,
                 authority,
                 conns,
                 weight,
@@ -291,29 +308,6 @@ pub async fn build(
                 .collect(),
             Arc::clone(&shared),
         );
-        let settings = ClientSettings {
-            connect_timeout: pcfg.timeouts.connect.0,
-            protocol: pcfg.upstream_protocol,
-            max_idle_per_node: pcfg
-                .max_connections_per_node
-                .map(|m| m as usize)
-                .unwrap_or(DEFAULT_MAX_IDLE_PER_NODE),
-            tls: pcfg
-                .tls
-                .as_ref()
-                .map(|t| UpstreamTlsSettings::from_config(t, &config)),
-        };
-        let client = match prev_pool {
-            Some(p) if p.client.settings == settings => p.client.clone(),
-            _ => UpstreamClient::new(name, settings),
-        };
-        // HTTPS pools verify each node by its configured host name (nodes come and go
-        // while the client is kept).
-        client.set_node_names(
-            nodes
-                .iter()
-                .map(|n| (n.authority.as_str(), n.addr.as_str())),
-        );
         let hash_key = match kind {
             Kind::ConsistentHash => Some(pcfg.hash_key.clone().unwrap_or(HashKey::ClientIp)),
             _ => None,
@@ -325,9 +319,9 @@ pub async fn build(
             strategy,
             nodes,
             hash_key,
-            client,
-            connect_timeout: pcfg.timeouts.connect.0,
+            transport,
             request_timeout: pcfg.timeouts.request.0,
+            idle_timeout: pcfg.timeouts.idle.0,
             retry: RetryPolicy::new(&pcfg.retries),
             metrics: metrics.pool(name),
             shared,
@@ -357,6 +351,34 @@ pub async fn build(
         pools,
         limits: RequestLimits::new(&config.config, prev.map(|p| &p.limits)),
         config,
+    }
+}
+
+/// The pool's transport settings, with its CA file read (so a changed file is a change).
+fn transport_settings(pcfg: &PoolConfig, config: &LoadedConfig) -> TransportSettings {
+    TransportSettings {
+        connect_timeout: pcfg.timeouts.connect.0,
+        protocol: match pcfg.upstream_protocol {
+            UpstreamProtocol::H2 => Protocol::H2,
+            UpstreamProtocol::Http1 => Protocol::Http1,
+        },
+        max_idle_per_node: pcfg
+            .max_connections_per_node
+            .map(|m| m as usize)
+            .unwrap_or(DEFAULT_MAX_IDLE_PER_NODE),
+        tls: pcfg.tls.as_ref().map(|t| {
+            let ca = t.ca_file.as_deref().map(|p| {
+                let path = config.resolve(p);
+                std::fs::read(&path)
+                    .map(|pem| (path.clone(), pem))
+                    .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))
+            });
+            TlsSettings {
+                server_name: t.server_name.clone(),
+                insecure_skip_verify: t.insecure_skip_verify,
+                ca,
+            }
+        }),
     }
 }
 

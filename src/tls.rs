@@ -57,7 +57,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ListenerTlsConfig, LoadedConfig, UpstreamProtocol, UpstreamTlsConfig};
+use crate::config::{Config, ListenerTlsConfig, LoadedConfig};
 use crate::metrics::Metrics;
 
 /// ALPN protocol ids.
@@ -1014,14 +1014,14 @@ fn ca_roots(
 /// `tls.ca_file` (read by the caller, so that a changed file can be told apart), resolved
 /// to `ca_path` for messages.
 pub fn client_config(
-    tls: &UpstreamTlsConfig,
+    insecure_skip_verify: bool,
     ca: Option<(&Path, &[u8])>,
-    protocol: UpstreamProtocol,
+    h2: bool,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let mut config = if tls.insecure_skip_verify {
+    let mut config = if insecure_skip_verify {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
@@ -1035,9 +1035,10 @@ pub fn client_config(
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
-    config.alpn_protocols = match protocol {
-        UpstreamProtocol::H2 => vec![ALPN_H2.to_vec()],
-        UpstreamProtocol::Http1 => vec![ALPN_HTTP11.to_vec()],
+    config.alpn_protocols = if h2 {
+        vec![ALPN_H2.to_vec()]
+    } else {
+        vec![ALPN_HTTP11.to_vec()]
     };
     Ok(Arc::new(config))
 }

@@ -1,4 +1,4 @@
-//! The balancer's own HTTP/1.1 client (src/h1codec.rs) against a scripted node that writes
+//! The balancer's own HTTP/1.1 client (src/upstream/codec.rs) against a scripted node that writes
 //! raw bytes: every framing a node may use arrives intact, keep-alive connections are
 //! reused only when they may be, a connection the node closed while idle is never used,
 //! and a broken answer is a 502 or a cut body — never a hang.

@@ -1,18 +1,20 @@
-//! Arbitrary bytes as a node's answer → the upstream HTTP/1.1 codec (`h1codec::parse_head`
-//! and the body decoder, through `h1codec::parse_response`), for a GET and for a HEAD.
+//! Arbitrary bytes as a node's answer → the upstream HTTP/1.1 codec (`codec::parse_head`
+//! and the body decoder with its trailers, through `codec::parse_response`), for a GET and
+//! for a HEAD.
 //!
 //! Checks, besides "never panics":
 //! - an answer that parses has a final status (interim 1xx are skipped; 101 stays);
 //! - a `Length(n)` body is exactly n bytes, a HEAD/204/304 body is empty, and a chunked
 //!   answer never keeps a `Content-Length`;
 //! - a connection is never kept alive after a close-delimited body or a 101;
+//! - only a chunked body has trailers;
 //! - parsing is incremental: a prefix of the input is incomplete, an error, or the same
 //!   answer (the same body, or for a close-delimited body a prefix of it).
 #![no_main]
 
 use http::Method;
 use libfuzzer_sys::fuzz_target;
-use switchyard::h1codec::{parse_response, Framing};
+use switchyard::upstream::codec::{parse_response, Framing};
 
 fuzz_target!(|data: &[u8]| {
     let (split, wire) = match data.split_first() {
@@ -20,9 +22,12 @@ fuzz_target!(|data: &[u8]| {
         None => return,
     };
     for method in [Method::GET, Method::HEAD] {
-        let Ok(Some((head, body))) = parse_response(wire, &method) else {
+        let Ok(Some((head, body, trailers))) = parse_response(wire, &method) else {
             continue;
         };
+        if head.framing != Framing::Chunked {
+            assert!(trailers.is_empty());
+        }
         assert!(
             !head.status.is_informational() || head.status.as_u16() == 101,
             "{}",
@@ -45,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
         // A prefix of the input: incomplete, or the same answer (a body with a length or
         // chunks ends where it ends; a close-delimited one is cut with the input).
         let cut = split * wire.len() / 256;
-        if let Ok(Some((h2, b2))) = parse_response(&wire[..cut], &method) {
+        if let Ok(Some((h2, b2, _))) = parse_response(&wire[..cut], &method) {
             assert_eq!(h2.status, head.status);
             assert_eq!(h2.framing == Framing::Close, head.framing == Framing::Close);
             if head.framing == Framing::Close {

@@ -240,6 +240,14 @@ fn default_weight() -> u32 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
+    /// `http`: `GET path`, up when the status is in `expect_status`; `grpc`: the gRPC
+    /// health-checking protocol (`grpc.health.v1.Health/Check` for `grpc_service`), up when
+    /// the answer is SERVING.
+    #[serde(default)]
+    pub protocol: HealthProtocol,
+    /// The service a `grpc` check asks about; `""` (the default) is the whole server.
+    #[serde(default)]
+    pub grpc_service: Option<String>,
     #[serde(default = "default_hc_path")]
     pub path: String,
     #[serde(default = "default_hc_interval")]
@@ -252,6 +260,15 @@ pub struct HealthCheckConfig {
     pub unhealthy_threshold: u32,
     #[serde(default)]
     pub expect_status: StatusRange,
+}
+
+/// How a health probe asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthProtocol {
+    #[default]
+    Http,
+    Grpc,
 }
 
 fn default_hc_path() -> String {
@@ -435,6 +452,10 @@ pub struct TimeoutsConfig {
     /// Time allowed from sending the request to the upstream's response headers.
     #[serde(default = "default_request_timeout")]
     pub request: Dur,
+    /// Once the response head has arrived, a body (either direction) is cut after this long
+    /// with nothing received or sent; also the idle bound of an upgraded (WebSocket) tunnel.
+    #[serde(default = "default_body_idle_timeout")]
+    pub idle: Dur,
 }
 
 impl Default for TimeoutsConfig {
@@ -442,6 +463,7 @@ impl Default for TimeoutsConfig {
         TimeoutsConfig {
             connect: default_connect_timeout(),
             request: default_request_timeout(),
+            idle: default_body_idle_timeout(),
         }
     }
 }
@@ -450,6 +472,9 @@ fn default_connect_timeout() -> Dur {
     Dur(Duration::from_secs(2))
 }
 fn default_request_timeout() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_body_idle_timeout() -> Dur {
     Dur(Duration::from_secs(60))
 }
 

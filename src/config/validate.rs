@@ -28,7 +28,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::model::{Config, HashKey, ListenerConfig, PoolConfig, StrategyName};
+use super::model::{
+    Config, HashKey, HealthProtocol, ListenerConfig, PoolConfig, StrategyName, UpstreamProtocol,
+};
 use super::tree::{index_path, key_path, Positions, Target};
 
 /// Highest node weight (the strategies' tables are sized for it).
@@ -439,6 +441,39 @@ impl Checker<'_> {
 
         if let Some(hc) = &pool.health_check {
             let hp = key_path(&p, "health_check");
+            match hc.protocol {
+                HealthProtocol::Grpc => {
+                    for key in ["path", "expect_status"] {
+                        let kp = key_path(&hp, key);
+                        if self.pos.has(&kp) {
+                            self.value(
+                                &kp,
+                                format!(
+                                    "`{key}` applies to `protocol: http` checks; a `grpc` check \
+                                     asks grpc.health.v1.Health/Check for `grpc_service` instead"
+                                ),
+                            );
+                        }
+                    }
+                    if pool.upstream_protocol != UpstreamProtocol::H2 {
+                        self.value(
+                            &key_path(&hp, "protocol"),
+                            "gRPC health checks need HTTP/2 to the nodes: set the pool's \
+                             `upstream_protocol: h2`",
+                        );
+                    }
+                }
+                HealthProtocol::Http => {
+                    let kp = key_path(&hp, "grpc_service");
+                    if hc.grpc_service.is_some() {
+                        self.value(
+                            &kp,
+                            "`grpc_service` applies to `protocol: grpc` checks; add \
+                             `protocol: grpc` or remove it",
+                        );
+                    }
+                }
+            }
             if !hc.path.starts_with('/') {
                 self.value(
                     &key_path(&hp, "path"),
@@ -534,6 +569,7 @@ impl Checker<'_> {
             pool.timeouts.request.0,
             "request timeout",
         );
+        self.positive(&key_path(&tp, "idle"), pool.timeouts.idle.0, "idle timeout");
 
         if pool.max_connections_per_node == Some(0) {
             self.value(

@@ -53,6 +53,10 @@ pub enum Behaviour {
     WebSocketEcho,
     /// Like `Echo`, plus these response headers.
     Headers(Vec<(&'static str, &'static str)>),
+    /// Reads the whole body; answers `{"len": N, "trailers": {name: value}}` with the
+    /// request's trailer fields, and sends the trailer `x-checksum: <fnv of the request
+    /// body>` after its own body (announced with `Trailer: x-checksum`).
+    Trailers,
 }
 
 /// One request as the backend received it.
@@ -356,6 +360,41 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<AnyBody> 
             respond(&state, StatusCode::OK, full(json.to_string()))
         }
         Behaviour::Source(n) => respond(&state, StatusCode::OK, PatternBody::new(*n).boxed()),
+        Behaviour::Trailers => {
+            let collected = match req.into_body().collect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    return respond(&state, StatusCode::BAD_REQUEST, full(format!("{e}")));
+                }
+            };
+            let seen: serde_json::Map<String, serde_json::Value> = collected
+                .trailers()
+                .map(|t| {
+                    t.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("<non-ascii>").into()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let data = collected.to_bytes();
+            let mut fnv = Fnv::new();
+            fnv.update(&data);
+            let json = serde_json::json!({"len": data.len(), "trailers": seen});
+            let mut trailers = HeaderMap::new();
+            trailers.insert(
+                "x-checksum",
+                HeaderValue::from_str(&fnv.finish().to_string()).expect("digits"),
+            );
+            let body = http_body_util::StreamBody::new(futures_util::stream::iter([
+                Ok::<_, BoxError>(Frame::data(Bytes::from(json.to_string()))),
+                Ok(Frame::trailers(trailers)),
+            ]));
+            let mut resp = respond(&state, StatusCode::OK, BodyExt::boxed(body));
+            resp.headers_mut().insert(
+                http::header::TRAILER,
+                HeaderValue::from_static("x-checksum"),
+            );
+            resp
+        }
         Behaviour::WebSocketEcho => {
             let wants = req
                 .headers()

@@ -32,6 +32,8 @@ pub struct Resp {
     pub version: Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The trailer fields that followed the body (empty without any).
+    pub trailers: HeaderMap,
 }
 
 impl Resp {
@@ -98,15 +100,16 @@ where
 /// Read the whole body of `resp` (with a timeout).
 pub async fn collect(resp: Response<Incoming>) -> Resp {
     let (parts, body) = resp.into_parts();
-    let body = within("reading the response body", WAIT, body.collect())
+    let collected = within("reading the response body", WAIT, body.collect())
         .await
-        .unwrap_or_else(|e| panic!("reading the response body failed: {e}"))
-        .to_bytes();
+        .unwrap_or_else(|e| panic!("reading the response body failed: {e}"));
+    let trailers = collected.trailers().cloned().unwrap_or_default();
     Resp {
         status: parts.status,
         version: parts.version,
         headers: parts.headers,
-        body,
+        body: collected.to_bytes(),
+        trailers,
     }
 }
 
@@ -147,12 +150,14 @@ pub async fn try_get(addr: SocketAddr, path: &str) -> Result<Resp, String> {
             .expect("request");
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let collected = body.collect().await.map_err(|e| e.to_string())?;
+        let trailers = collected.trailers().cloned().unwrap_or_default();
         Ok(Resp {
             status: parts.status,
             version: parts.version,
             headers: parts.headers,
-            body,
+            body: collected.to_bytes(),
+            trailers,
         })
     })
     .await

@@ -22,6 +22,8 @@ pub struct RawResp {
     /// Header names in lower case, values as sent.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Trailer fields after a chunked body ([`RawConn`] only), names in lower case.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl RawResp {
@@ -34,6 +36,13 @@ impl RawResp {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn trailer(&self, name: &str) -> Option<&str> {
+        self.trailers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The response says the connection closes after it.
@@ -117,6 +126,7 @@ impl RawConn {
             status,
             headers,
             body: Vec::new(),
+            trailers: Vec::new(),
         };
         if (100..200).contains(&status) || status == 204 || status == 304 {
             return Some(resp);
@@ -149,6 +159,30 @@ impl RawConn {
                     usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
                         .unwrap_or_else(|_| panic!("bad chunk size line {size_str:?}"));
                 self.buf.drain(..line_end + 2);
+                if size == 0 {
+                    // Trailer lines, then the empty line that ends the message.
+                    loop {
+                        let end = loop {
+                            if let Some(i) = find(&self.buf, b"\r\n") {
+                                break i;
+                            }
+                            match self.fill(WAIT).await {
+                                Ok(0) | Err(_) => return None,
+                                Ok(_) => {}
+                            }
+                        };
+                        let line: Vec<u8> = self.buf.drain(..end + 2).take(end).collect();
+                        if line.is_empty() {
+                            break;
+                        }
+                        let line = String::from_utf8_lossy(&line).into_owned();
+                        if let Some((k, v)) = line.split_once(':') {
+                            resp.trailers
+                                .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                        }
+                    }
+                    break;
+                }
                 while self.buf.len() < size + 2 {
                     match self.fill(WAIT).await {
                         Ok(0) | Err(_) => return None,
@@ -157,9 +191,6 @@ impl RawConn {
                 }
                 resp.body.extend(self.buf.drain(..size));
                 self.buf.drain(..2);
-                if size == 0 {
-                    break;
-                }
             }
         } else {
             // Delimited by the end of the connection.
@@ -298,6 +329,7 @@ async fn read_response_inner(s: &mut TcpStream) -> io::Result<RawResp> {
         status,
         headers,
         body,
+        trailers: Vec::new(),
     })
 }
 

@@ -1,4 +1,4 @@
-//! HTTP/1.1 to plain upstream nodes, written and parsed in the request's own task.
+//! HTTP/1.1 to nodes, written and parsed in the request's own task.
 //!
 //! Why: with hyper's client connection every upstream request crosses tasks three times —
 //! the request is handed to the connection's task through a channel, the response head
@@ -11,17 +11,20 @@
 //! both sides of a request.
 //!
 //! Scope: requests whose body is complete before sending (no body, or one buffered for
-//! retries). A streamed request body needs full duplex — a node may answer while the body
-//! is still arriving, and an echo service streams its answer while reading — which hyper's
-//! client connection does well; those requests keep using it ([`crate::h1pool`]).
+//! retries), over plain TCP or TLS, and protocol upgrades (after a `101` the connection
+//! itself becomes the node's side of the tunnel). A streamed request body needs full
+//! duplex — a node may answer while the body is still arriving, and an echo service
+//! streams its answer while reading — which hyper's client connection does well; those
+//! requests use it ([`super::h1`]).
 //!
 //! Parsing follows RFC 9112: `httparse` for the head; the body is empty for a `HEAD`
 //! request and for 1xx/204/304, else chunked when `Transfer-Encoding` ends in `chunked`,
 //! else `Content-Length` (several different values are an error), else until the node
 //! closes. Interim 1xx answers (`100 Continue`) are skipped. A connection is reused only
 //! when the answer is HTTP/1.1 without `Connection: close`, its body had a length and was
-//! read to the end, and nothing follows it on the wire. Chunked trailers are read and
-//! dropped.
+//! read to the end, and nothing follows it on the wire. Chunked trailers are parsed and
+//! passed on as a trailers frame (invalid trailer lines are an error, like invalid header
+//! lines).
 
 use std::io;
 use std::pin::Pin;
@@ -33,10 +36,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::h1pool::NodeConns;
-use crate::headers::Forwarding;
+use super::connect::Stream;
+use super::NodeConns;
 
 /// Largest response head accepted (status line and headers).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -44,20 +47,22 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
 /// Longest chunk-size line (with extensions) or trailer line accepted.
 const MAX_CHUNK_LINE: usize = 4096;
+/// Most trailer fields accepted.
+const MAX_TRAILERS: usize = 64;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
 
 /// A keep-alive connection to one node, with whatever was read past the last message.
 #[derive(Debug)]
 pub struct Conn {
-    pub io: TcpStream,
+    pub io: Stream,
     pub buf: BytesMut,
     /// When it last went idle (into the pool).
     pub idle_since: Instant,
 }
 
 impl Conn {
-    pub fn new(io: TcpStream) -> Conn {
+    pub fn new(io: Stream) -> Conn {
         Conn {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -91,45 +96,41 @@ impl Conn {
     }
 }
 
-/// Write `method target HTTP/1.1`, the headers, the forwarding headers (unless they are
-/// in `headers` already) and the body framing into `out`. `body_len` is the length of the complete body that follows (0 for
-/// none); a `Content-Length` is added when the headers lack one and there is a body.
-pub fn encode_request(
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-    forwarding: Option<&Forwarding>,
-    body_len: usize,
-    out: &mut Vec<u8>,
-) {
-    // Sized up front: growing the buffer header by header costs more than this pass.
-    let lines: usize = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    out.reserve(method.as_str().len() + target.len() + lines + body_len + 256);
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if forwarding.is_some_and(|f| f.replaces(name)) {
-            continue;
+/// After a `101`, the connection is the node's side of the tunnel: what was read past the
+/// head is read first.
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.buf.is_empty() {
+            let n = this.buf.len().min(buf.remaining());
+            buf.put_slice(&this.buf[..n]);
+            this.buf.advance(n);
+            return Poll::Ready(Ok(()));
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        Pin::new(&mut this.io).poll_read(cx, buf)
     }
-    if let Some(f) = forwarding {
-        f.write(out);
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
-    if body_len > 0 && !headers.contains_key(CONTENT_LENGTH) {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
-        out.extend_from_slice(b"\r\n");
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
-    out.extend_from_slice(b"\r\n");
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 /// What went wrong with a node's answer.
@@ -323,6 +324,8 @@ pub struct H1Body {
     state: Decode,
     keep_alive: bool,
     home: Option<ReturnTo>,
+    /// Trailer fields of a chunked body, gathered until the empty line ends them.
+    trailers: Option<HeaderMap>,
 }
 
 impl H1Body {
@@ -338,6 +341,7 @@ impl H1Body {
             state,
             keep_alive,
             home: Some(home),
+            trailers: None,
         };
         if state == Decode::Done {
             body.finish();
@@ -353,14 +357,15 @@ impl H1Body {
         };
         if self.keep_alive && conn.buf.is_empty() {
             conn.idle_since = Instant::now();
-            home.conns.put_raw(conn, home.max_idle);
+            home.conns.put_codec(conn, home.max_idle);
         }
     }
 
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         loop {
             let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(None);
+                // Done: the trailers, if the body had any, are the last frame.
+                return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
             };
             match self.state {
                 Decode::Done => return Poll::Ready(None),
@@ -372,13 +377,13 @@ impl H1Body {
                         if left == n as u64 {
                             self.finish();
                         }
-                        return Poll::Ready(Some(Ok(data)));
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                 }
                 Decode::Close => {
                     if !conn.buf.is_empty() {
                         let n = conn.buf.len();
-                        return Poll::Ready(Some(Ok(take(&mut conn.buf, n))));
+                        return Poll::Ready(Some(Ok(Frame::data(take(&mut conn.buf, n)))));
                     }
                     if ready!(conn.poll_fill(cx))? == 0 {
                         self.finish();
@@ -389,15 +394,19 @@ impl H1Body {
                 Decode::Chunked(chunk) => match decode_chunk(&mut conn.buf, chunk)? {
                     Step::Data(data, next) => {
                         self.state = Decode::Chunked(next);
-                        return Poll::Ready(Some(Ok(data)));
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                     Step::Next(next) => {
                         self.state = Decode::Chunked(next);
                         continue;
                     }
+                    Step::Trailer(line) => {
+                        add_trailer(self.trailers.get_or_insert_with(HeaderMap::new), &line)?;
+                        continue;
+                    }
                     Step::End => {
                         self.finish();
-                        return Poll::Ready(None);
+                        return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
                     }
                     Step::NeedMore => {}
                 },
@@ -411,6 +420,20 @@ impl H1Body {
             }
         }
     }
+}
+
+/// One `name: value` trailer line into `map`.
+fn add_trailer(map: &mut HeaderMap, line: &[u8]) -> io::Result<()> {
+    if map.len() >= MAX_TRAILERS {
+        return Err(invalid("too many trailer fields"));
+    }
+    let colon = memchr::memchr(b':', line).ok_or_else(|| invalid("bad trailer line"))?;
+    let name =
+        HeaderName::from_bytes(&line[..colon]).map_err(|_| invalid("bad trailer field name"))?;
+    let value = HeaderValue::from_bytes(trim(&line[colon + 1..]))
+        .map_err(|_| invalid("bad trailer field value"))?;
+    map.append(name, value);
+    Ok(())
 }
 
 /// Bodies up to this size are copied out of the read buffer rather than split off it: a
@@ -432,6 +455,8 @@ fn take(buf: &mut BytesMut, n: usize) -> Bytes {
 enum Step {
     Data(Bytes, Chunk),
     Next(Chunk),
+    /// A trailer line (after the last chunk), without its CRLF.
+    Trailer(BytesMut),
     End,
     NeedMore,
 }
@@ -486,7 +511,7 @@ fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> io::Result<Step> {
         Chunk::Trailers => match take_line(buf)? {
             None => Ok(Step::NeedMore),
             Some(line) if line.is_empty() => Ok(Step::End),
-            Some(_) => Ok(Step::Next(Chunk::Trailers)),
+            Some(line) => Ok(Step::Trailer(line)),
         },
     }
 }
@@ -512,12 +537,18 @@ fn take_line(buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
 /// Parse a whole answer held in `wire` — the head, then the body by its framing — the way
 /// [`parse_head`] and [`H1Body`] do over a socket, without one: for tests and fuzzing.
 /// `Ok(None)`: the answer is not complete yet. A close-delimited body is all that follows.
-pub fn parse_response(wire: &[u8], method: &Method) -> Result<Option<(Head, Vec<u8>)>, String> {
+/// Returns the head, the body and the trailers (empty without any).
+#[allow(clippy::type_complexity)]
+pub fn parse_response(
+    wire: &[u8],
+    method: &Method,
+) -> Result<Option<(Head, Vec<u8>, HeaderMap)>, String> {
     let mut buf = BytesMut::from(wire);
     let Some(head) = parse_head(&mut buf, method).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
     let mut body = Vec::new();
+    let mut trailers = HeaderMap::new();
     match head.framing {
         Framing::Empty => {}
         Framing::Length(n) => {
@@ -536,13 +567,16 @@ pub fn parse_response(wire: &[u8], method: &Method) -> Result<Option<(Head, Vec<
                         state = next;
                     }
                     Step::Next(next) => state = next,
+                    Step::Trailer(line) => {
+                        add_trailer(&mut trailers, &line).map_err(|e| e.to_string())?
+                    }
                     Step::End => break,
                     Step::NeedMore => return Ok(None),
                 }
             }
         }
     }
-    Ok(Some((head, body)))
+    Ok(Some((head, body, trailers)))
 }
 
 impl Body for H1Body {
@@ -554,17 +588,18 @@ impl Body for H1Body {
         cx: &mut Context<'_>,
     ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         let this = self.get_mut();
-        let res = ready!(this.poll_data(cx));
+        let res = ready!(this.poll_next(cx));
         if let Some(Err(_)) = &res {
             // A broken body: the connection is not reused.
             this.conn = None;
             this.state = Decode::Done;
+            this.trailers = None;
         }
-        Poll::Ready(res.map(|r| r.map(Frame::data)))
+        Poll::Ready(res)
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, Decode::Done | Decode::Length(0))
+        matches!(self.state, Decode::Done | Decode::Length(0)) && self.trailers.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -583,63 +618,6 @@ mod tests {
     fn head(raw: &[u8], method: Method) -> Result<Option<Head>, CodecError> {
         let mut buf = BytesMut::from(raw);
         parse_head(&mut buf, &method)
-    }
-
-    #[test]
-    fn request_head_has_forwarding_and_length_only_when_missing() {
-        let peer = std::net::IpAddr::from([10, 0, 0, 7]);
-        let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_static("a.example"));
-        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
-        h.insert("x-forwarded-proto", HeaderValue::from_static("spoofed"));
-        let host = h.get("host").cloned();
-        let fwd = Forwarding::new(&h, peer, false, host.as_ref());
-        let mut out = Vec::new();
-        encode_request(&Method::POST, "/x?y=1", &h, Some(&fwd), 3, &mut out);
-        assert_eq!(
-            String::from_utf8_lossy(&out),
-            "POST /x?y=1 HTTP/1.1\r\nhost: a.example\r\n\
-             x-forwarded-for: 192.0.2.1, 10.0.0.7\r\nx-forwarded-proto: http\r\n\
-             x-forwarded-host: a.example\r\ncontent-length: 3\r\n\r\n"
-        );
-        // The same headers through the map (hyper's client) say the same.
-        let mut mapped = h.clone();
-        Forwarding::new(&mapped, peer, false, host.as_ref()).apply(&mut mapped);
-        for line in String::from_utf8_lossy(&out).split("\r\n").skip(1) {
-            let Some((k, v)) = line.split_once(": ") else {
-                continue;
-            };
-            if k != "content-length" {
-                assert_eq!(mapped.get(k).map(|v| v.to_str().unwrap()), Some(v), "{k}");
-            }
-        }
-        out.clear();
-        h.insert(CONTENT_LENGTH, HeaderValue::from_static("3"));
-        h.remove("x-forwarded-for");
-        let fwd = Forwarding::new(&h, peer, true, None);
-        encode_request(&Method::POST, "/", &h, Some(&fwd), 3, &mut out);
-        assert_eq!(
-            String::from_utf8_lossy(&out),
-            "POST / HTTP/1.1\r\nhost: a.example\r\ncontent-length: 3\r\n\
-             x-forwarded-for: 10.0.0.7\r\nx-forwarded-proto: https\r\n\r\n"
-        );
-        // An HTTP/2 request has no Host header: its authority becomes one.
-        out.clear();
-        let authority = HeaderValue::from_static("b.example:8443");
-        let fwd = Forwarding::new(&HeaderMap::new(), peer, true, Some(&authority));
-        encode_request(
-            &Method::GET,
-            "/",
-            &HeaderMap::new(),
-            Some(&fwd),
-            0,
-            &mut out,
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&out),
-            "GET / HTTP/1.1\r\nx-forwarded-for: 10.0.0.7\r\nx-forwarded-proto: https\r\n\
-             host: b.example:8443\r\nx-forwarded-host: b.example:8443\r\n\r\n"
-        );
     }
 
     #[test]
@@ -735,7 +713,7 @@ mod tests {
 
     #[test]
     fn whole_answers_parse_without_io() {
-        let (h, body) = parse_response(
+        let (h, body, trailers) = parse_response(
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
             &Method::GET,
         )
@@ -745,6 +723,23 @@ mod tests {
             (h.framing, body.as_slice()),
             (Framing::Chunked, &b"abc"[..])
         );
+        assert!(trailers.is_empty());
+        let (_, body, trailers) = parse_response(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\
+              grpc-status: 0\r\nx-sum:  7 \r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(body, b"x");
+        assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+        assert_eq!(trailers.get("x-sum").unwrap(), "7");
+        for bad in [&b"no colon"[..], b"bad name: 1", b"x: \x01"] {
+            let mut wire = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n".to_vec();
+            wire.extend_from_slice(bad);
+            wire.extend_from_slice(b"\r\n\r\n");
+            assert!(parse_response(&wire, &Method::GET).is_err(), "{bad:?}");
+        }
         assert!(parse_response(
             b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nabc",
             &Method::GET
@@ -770,6 +765,7 @@ mod tests {
                     state = next;
                 }
                 Step::Next(next) => state = next,
+                Step::Trailer(_) => {}
                 Step::End => return Ok((out, buf.is_empty())),
                 Step::NeedMore => {
                     if fed == wire.len() {

@@ -1,0 +1,327 @@
+//! The two bodies of an exchange with a node: the request body on its way out
+//! ([`RequestBody`]) and the node's response body on its way back ([`Body`]).
+//!
+//! A request body is empty, buffered (small bodies are read whole so a retry can send them
+//! again, trailers included), or streamed as it arrives from the client. A streamed body is
+//! watched on its way through: it may not cross `limits.max_body_bytes` when its length was
+//! not announced, and it may not stall for longer than the pool's `timeouts.idle`. Both
+//! failures — and any failure of the client's own body (a malformed chunk, a client that
+//! went away) — surface as a [`ClientBodyError`], so that the request path can tell the
+//! client's fault from the node's (a 4xx, not a 502, and nothing held against the node).
+//!
+//! The response body is whichever transport read the answer: the own HTTP/1.1 codec, or
+//! hyper's client connection (a streamed request body, HTTP/2). A pooled HTTP/1.1
+//! connection goes back to its node's idle list when the body has been read to its end.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body as _, Frame, SizeHint};
+
+use super::codec::H1Body;
+use super::h1::Checkout;
+
+/// The error a body of this module ends with.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client's request body failed: the client's doing, never the node's.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    #[error("the client's request body failed")]
+    Failed(#[source] hyper::Error),
+    #[error("the request body is larger than limits.max_body_bytes")]
+    TooLarge,
+    #[error("the client sent no request body data for longer than timeouts.idle")]
+    Idle,
+}
+
+/// A request body on its way to a node.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// No body (a GET, or a body known to be empty): can be sent again on a retry.
+    Empty,
+    /// A small body read whole so that it can be sent again on a retry.
+    Buffered(Buffered),
+    /// The client's body, streamed as it arrives: sent once.
+    Streaming(Box<Streaming>),
+    /// What is left after a streamed body was handed to a connection: nothing to send again.
+    Sent,
+}
+
+/// A complete body and its trailers, as many times as needed.
+#[derive(Debug, Clone, Default)]
+pub struct Buffered {
+    pub data: Bytes,
+    pub trailers: Option<HeaderMap>,
+    /// Where a send of it is: 0 data next, 1 trailers next, 2 done.
+    state: u8,
+}
+
+impl Buffered {
+    pub fn new(data: Bytes, trailers: Option<HeaderMap>) -> Buffered {
+        Buffered {
+            data,
+            trailers: trailers.filter(|t| !t.is_empty()),
+            state: 0,
+        }
+    }
+}
+
+/// A streamed request body with its two bounds.
+#[derive(Debug)]
+pub struct Streaming {
+    inner: hyper::body::Incoming,
+    /// Bytes the body may still carry (`limits.max_body_bytes`, for a body whose length was
+    /// not announced: an announced one was checked before anything was sent).
+    left: Option<u64>,
+    idle: IdleTimer,
+}
+
+impl RequestBody {
+    /// The client's body, streamed, cut at `limit` bytes and after `idle` without data.
+    pub fn streaming(
+        inner: hyper::body::Incoming,
+        limit: Option<u64>,
+        idle: Duration,
+    ) -> RequestBody {
+        RequestBody::Streaming(Box::new(Streaming {
+            inner,
+            left: limit,
+            idle: IdleTimer::new(idle),
+        }))
+    }
+
+    /// The whole body and its trailers, when they are here complete.
+    pub fn complete(&self) -> Option<(&[u8], Option<&HeaderMap>)> {
+        match self {
+            RequestBody::Empty => Some((&[], None)),
+            RequestBody::Buffered(b) => Some((&b.data, b.trailers.as_ref())),
+            RequestBody::Streaming(_) | RequestBody::Sent => None,
+        }
+    }
+
+    /// Can this body be sent (again)?
+    pub fn is_sendable(&self) -> bool {
+        !matches!(self, RequestBody::Sent)
+    }
+
+    /// The body for one send: a copy when it can be sent again, else the body itself
+    /// (leaving [`RequestBody::Sent`] behind).
+    pub(crate) fn take_for_send(&mut self) -> RequestBody {
+        match self {
+            RequestBody::Empty => RequestBody::Empty,
+            RequestBody::Buffered(b) => {
+                RequestBody::Buffered(Buffered::new(b.data.clone(), b.trailers.clone()))
+            }
+            RequestBody::Streaming(_) | RequestBody::Sent => {
+                std::mem::replace(self, RequestBody::Sent)
+            }
+        }
+    }
+
+    /// Put back a streamed body that came back unsent.
+    pub(crate) fn restore(&mut self, body: RequestBody) {
+        if matches!(self, RequestBody::Sent) {
+            *self = body;
+        }
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            RequestBody::Empty | RequestBody::Sent => Poll::Ready(None),
+            RequestBody::Buffered(b) => {
+                let frame = match b.state {
+                    0 if !b.data.is_empty() => Some(Frame::data(b.data.clone())),
+                    0 | 1 => b.trailers.clone().map(Frame::trailers),
+                    _ => None,
+                };
+                b.state = match (b.state, &frame) {
+                    (0, Some(f)) if f.is_data() => 1,
+                    _ => 2,
+                };
+                Poll::Ready(frame.map(Ok))
+            }
+            RequestBody::Streaming(s) => {
+                let res = match Pin::new(&mut s.inner).poll_frame(cx) {
+                    Poll::Pending => {
+                        return match s.idle.poll_expired(cx) {
+                            Poll::Ready(()) => {
+                                Poll::Ready(Some(Err(Box::new(ClientBodyError::Idle))))
+                            }
+                            Poll::Pending => Poll::Pending,
+                        };
+                    }
+                    Poll::Ready(res) => res,
+                };
+                s.idle.touch();
+                match res {
+                    Some(Ok(frame)) => {
+                        let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                        if let Some(left) = s.left.as_mut() {
+                            if n > *left {
+                                *left = 0;
+                                return Poll::Ready(Some(Err(Box::new(ClientBodyError::TooLarge))));
+                            }
+                            *left -= n;
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Some(Err(e)) => Poll::Ready(Some(Err(Box::new(ClientBodyError::Failed(e))))),
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty | RequestBody::Sent => true,
+            RequestBody::Buffered(b) => match b.state {
+                0 => b.data.is_empty() && b.trailers.is_none(),
+                1 => b.trailers.is_none(),
+                _ => true,
+            },
+            RequestBody::Streaming(s) => s.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty | RequestBody::Sent => SizeHint::with_exact(0),
+            RequestBody::Buffered(b) => {
+                SizeHint::with_exact(if b.state == 0 { b.data.len() as u64 } else { 0 })
+            }
+            RequestBody::Streaming(s) => s.inner.size_hint(),
+        }
+    }
+}
+
+/// An inactivity bound: expires when nothing happened for `idle`. The timer is created the
+/// first time the body has to wait, and re-armed only when it fires early — so a body that
+/// arrives in one go never touches the timer wheel, and a busy stream costs one clock read
+/// per frame.
+#[derive(Debug)]
+pub struct IdleTimer {
+    idle: Duration,
+    last: tokio::time::Instant,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleTimer {
+    pub fn new(idle: Duration) -> IdleTimer {
+        IdleTimer {
+            idle,
+            last: tokio::time::Instant::now(),
+            sleep: None,
+        }
+    }
+
+    /// Something was received or sent.
+    pub fn touch(&mut self) {
+        if self.sleep.is_some() {
+            self.last = tokio::time::Instant::now();
+        }
+    }
+
+    /// Call when the body has to wait: `Ready` once `idle` has passed since the last
+    /// activity.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.sleep.is_none() {
+            // The first wait: activity up to now counts as of now.
+            self.last = tokio::time::Instant::now();
+        }
+        let idle = self.idle;
+        let last = self.last;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last + idle)));
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = self.last + idle;
+            if tokio::time::Instant::now() >= due {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().reset(due);
+        }
+    }
+}
+
+/// A node's response body as it arrives.
+#[derive(Debug)]
+pub enum Body {
+    /// No body (a `101`, whose connection became a tunnel).
+    Empty,
+    /// Read by the own HTTP/1.1 codec.
+    Codec(H1Body),
+    /// From hyper's client connection; an HTTP/1.1 connection goes back to its node's
+    /// idle list when the body ends.
+    Hyper(hyper::body::Incoming, Option<Checkout>),
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Codec(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Hyper(b, checkout) => {
+                let res = Pin::new(&mut *b).poll_frame(cx);
+                if let Poll::Ready(None) = res {
+                    if let Some(c) = checkout.take() {
+                        c.release();
+                    }
+                }
+                res.map_err(Into::into)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Codec(b) => b.is_end_stream(),
+            Body::Hyper(b, _) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Codec(b) => b.size_hint(),
+            Body::Hyper(b, _) => b.size_hint(),
+        }
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        // A body that ended without a final poll (hyper stops polling at `is_end_stream`)
+        // still gives its connection back.
+        if let Body::Hyper(b, checkout) = self {
+            if let Some(c) = checkout.take() {
+                if b.is_end_stream() {
+                    c.release();
+                }
+            }
+        }
+    }
+}
