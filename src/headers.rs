@@ -218,7 +218,6 @@ pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
 pub struct Forwarding {
     xff: Xff,
     https: bool,
-    host: Option<HeaderValue>,
     /// The `X-Request-Id` the balancer made for a request that came without one.
     request_id: Option<HeaderValue>,
 }
@@ -233,12 +232,7 @@ enum Xff {
 }
 
 impl Forwarding {
-    pub fn new(
-        headers: &HeaderMap,
-        peer: IpAddr,
-        https: bool,
-        host: Option<&HeaderValue>,
-    ) -> Forwarding {
+    pub fn new(headers: &HeaderMap, peer: IpAddr, https: bool) -> Forwarding {
         let mut buf = [0u8; IP_TEXT_MAX];
         let len = ip_text(peer, &mut buf).len();
         let peer_text = &buf[..len];
@@ -263,7 +257,6 @@ impl Forwarding {
         Forwarding {
             xff,
             https,
-            host: host.cloned(),
             request_id: None,
         }
     }
@@ -290,13 +283,14 @@ impl Forwarding {
     }
 }
 
+/// `X-Forwarded-Host` is the authority the request is sent for (the host it was routed by).
 impl ExtraHeaders for Forwarding {
-    fn insert_into(&self, headers: &mut HeaderMap) {
+    fn insert_into(&self, authority: Option<&HeaderValue>, headers: &mut HeaderMap) {
         if let Ok(v) = HeaderValue::from_bytes(self.xff()) {
             headers.insert(&X_FORWARDED_FOR, v);
         }
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(self.proto()));
-        if let Some(h) = &self.host {
+        if let Some(h) = authority {
             headers.insert(&X_FORWARDED_HOST, h.clone());
         }
         if let Some(id) = &self.request_id {
@@ -304,20 +298,20 @@ impl ExtraHeaders for Forwarding {
         }
     }
 
-    fn replaces(&self, name: &HeaderName) -> bool {
+    fn replaces(&self, authority: Option<&HeaderValue>, name: &HeaderName) -> bool {
         *name == X_FORWARDED_FOR
             || *name == X_FORWARDED_PROTO
-            || (self.host.is_some() && *name == X_FORWARDED_HOST)
+            || (authority.is_some() && *name == X_FORWARDED_HOST)
     }
 
-    fn write_h1(&self, out: &mut Vec<u8>) {
+    fn write_h1(&self, authority: Option<&HeaderValue>, out: &mut Vec<u8>) {
         // The joined value is made of header-value text and an address: always valid.
         out.extend_from_slice(b"x-forwarded-for: ");
         out.extend_from_slice(self.xff());
         out.extend_from_slice(b"\r\nx-forwarded-proto: ");
         out.extend_from_slice(self.proto().as_bytes());
         out.extend_from_slice(b"\r\n");
-        if let Some(h) = &self.host {
+        if let Some(h) = authority {
             out.extend_from_slice(b"x-forwarded-host: ");
             out.extend_from_slice(h.as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -505,8 +499,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
-        let fwd = Forwarding::new(&h, "10.0.0.9".parse().expect("ip"), false, None);
-        fwd.insert_into(&mut h);
+        let fwd = Forwarding::new(&h, "10.0.0.9".parse().expect("ip"), false);
+        fwd.insert_into(None, &mut h);
         assert_eq!(
             h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
             Some(&b"1.1.1.1, 2.2.2.2, 10.0.0.9"[..])
@@ -523,23 +517,23 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("spoofed"));
         let host = HeaderValue::from_static("a.example");
-        let fwd = Forwarding::new(&h, ip("10.0.0.7"), true, Some(&host))
+        let fwd = Forwarding::new(&h, ip("10.0.0.7"), true)
             .with_request_id(Some(HeaderValue::from_static("abc")));
         let mut wire = Vec::new();
-        fwd.write_h1(&mut wire);
+        fwd.write_h1(Some(&host), &mut wire);
         assert_eq!(
             String::from_utf8_lossy(&wire),
             "x-forwarded-for: 192.0.2.1, 10.0.0.7\r\nx-forwarded-proto: https\r\n\
              x-forwarded-host: a.example\r\nx-request-id: abc\r\n"
         );
         let mut mapped = h.clone();
-        fwd.insert_into(&mut mapped);
+        fwd.insert_into(Some(&host), &mut mapped);
         let mut lines = 0;
         for line in String::from_utf8_lossy(&wire).split("\r\n") {
             if let Some((k, v)) = line.split_once(": ") {
                 assert_eq!(mapped.get(k).map(|v| v.to_str().unwrap()), Some(v), "{k}");
                 assert!(
-                    fwd.replaces(&HeaderName::from_bytes(k.as_bytes()).unwrap())
+                    fwd.replaces(Some(&host), &HeaderName::from_bytes(k.as_bytes()).unwrap())
                         || k == "x-request-id"
                 );
                 lines += 1;

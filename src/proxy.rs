@@ -499,8 +499,13 @@ impl Prepared {
             .as_ref()
             .map(|k| hash_for(k, &req, client))
             .unwrap_or(0);
-        let timeout = headers::grpc_timeout(req.headers())
-            .map_or(pool.request_timeout, |t| t.min(pool.request_timeout));
+        // gRPC is HTTP/2 only: HTTP/1 requests skip the header lookup.
+        let timeout = if req.version() == Version::HTTP_2 {
+            headers::grpc_timeout(req.headers())
+                .map_or(pool.request_timeout, |t| t.min(pool.request_timeout))
+        } else {
+            pool.request_timeout
+        };
         let (parts, body) = req.into_parts();
         let path_and_query = parts
             .uri
@@ -520,9 +525,8 @@ impl Prepared {
         if parts.version == Version::HTTP_2 && !pool.transport.is_h2() {
             headers::join_cookies(&mut headers);
         }
-        let forwarding =
-            headers::Forwarding::new(&headers, conn.peer.ip(), conn.https, host.as_ref())
-                .with_request_id(request_id);
+        let forwarding = headers::Forwarding::new(&headers, conn.peer.ip(), conn.https)
+            .with_request_id(request_id);
         Prepared {
             out: Outgoing::new(
                 parts.method,

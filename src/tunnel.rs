@@ -22,7 +22,7 @@ use crate::upstream::Upgraded;
 
 /// Relay `down` (the client's upgraded connection, once hyper hands it over) and `up` (the
 /// node's) until one side ends or the tunnel idles for `idle`.
-pub async fn run(down: hyper::upgrade::OnUpgrade, up: Upgraded, idle: Duration) {
+pub async fn run(down: hyper::upgrade::OnUpgrade, up: Box<Upgraded>, idle: Duration) {
     let down = match down.await {
         Ok(d) => d,
         Err(e) => {
@@ -32,7 +32,7 @@ pub async fn run(down: hyper::upgrade::OnUpgrade, up: Upgraded, idle: Duration) 
     };
     let clock = Clock::new();
     let mut down = Watched::new(TokioIo::new(down), clock.clone());
-    let mut up = Watched::new(up, clock.clone());
+    let mut up = Watched::new(*up, clock.clone());
     let copy = tokio::io::copy_bidirectional(&mut down, &mut up);
     tokio::pin!(copy);
     let sleep = tokio::time::sleep(idle);

@@ -56,7 +56,8 @@ pub enum RequestBody {
 #[derive(Debug, Clone, Default)]
 pub struct Buffered {
     pub data: Bytes,
-    pub trailers: Option<HeaderMap>,
+    /// Boxed: rare, and a header map would double the size of every request's future.
+    pub trailers: Option<Box<HeaderMap>>,
     /// Where a send of it is: 0 data next, 1 trailers next, 2 done.
     state: u8,
 }
@@ -65,7 +66,7 @@ impl Buffered {
     pub fn new(data: Bytes, trailers: Option<HeaderMap>) -> Buffered {
         Buffered {
             data,
-            trailers: trailers.filter(|t| !t.is_empty()),
+            trailers: trailers.filter(|t| !t.is_empty()).map(Box::new),
             state: 0,
         }
     }
@@ -99,7 +100,7 @@ impl RequestBody {
     pub fn complete(&self) -> Option<(&[u8], Option<&HeaderMap>)> {
         match self {
             RequestBody::Empty => Some((&[], None)),
-            RequestBody::Buffered(b) => Some((&b.data, b.trailers.as_ref())),
+            RequestBody::Buffered(b) => Some((&b.data, b.trailers.as_deref())),
             RequestBody::Streaming(_) | RequestBody::Sent => None,
         }
     }
@@ -114,9 +115,11 @@ impl RequestBody {
     pub(crate) fn take_for_send(&mut self) -> RequestBody {
         match self {
             RequestBody::Empty => RequestBody::Empty,
-            RequestBody::Buffered(b) => {
-                RequestBody::Buffered(Buffered::new(b.data.clone(), b.trailers.clone()))
-            }
+            RequestBody::Buffered(b) => RequestBody::Buffered(Buffered {
+                data: b.data.clone(),
+                trailers: b.trailers.clone(),
+                state: 0,
+            }),
             RequestBody::Streaming(_) | RequestBody::Sent => {
                 std::mem::replace(self, RequestBody::Sent)
             }
@@ -144,7 +147,7 @@ impl http_body::Body for RequestBody {
             RequestBody::Buffered(b) => {
                 let frame = match b.state {
                     0 if !b.data.is_empty() => Some(Frame::data(b.data.clone())),
-                    0 | 1 => b.trailers.clone().map(Frame::trailers),
+                    0 | 1 => b.trailers.as_deref().cloned().map(Frame::trailers),
                     _ => None,
                 };
                 b.state = match (b.state, &frame) {
@@ -215,43 +218,36 @@ impl http_body::Body for RequestBody {
 #[derive(Debug)]
 pub struct IdleTimer {
     idle: Duration,
-    last: tokio::time::Instant,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The timer and the last activity, from the first wait on: before that no clock is read.
+    armed: Option<(Pin<Box<tokio::time::Sleep>>, tokio::time::Instant)>,
 }
 
 impl IdleTimer {
     pub fn new(idle: Duration) -> IdleTimer {
-        IdleTimer {
-            idle,
-            last: tokio::time::Instant::now(),
-            sleep: None,
-        }
+        IdleTimer { idle, armed: None }
     }
 
     /// Something was received or sent.
+    #[inline]
     pub fn touch(&mut self) {
-        if self.sleep.is_some() {
-            self.last = tokio::time::Instant::now();
+        if let Some((_, last)) = self.armed.as_mut() {
+            *last = tokio::time::Instant::now();
         }
     }
 
     /// Call when the body has to wait: `Ready` once `idle` has passed since the last
-    /// activity.
+    /// activity (activity before the first wait counts as of that wait).
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.sleep.is_none() {
-            // The first wait: activity up to now counts as of now.
-            self.last = tokio::time::Instant::now();
-        }
         let idle = self.idle;
-        let last = self.last;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last + idle)));
+        let (sleep, last) = self.armed.get_or_insert_with(|| {
+            let now = tokio::time::Instant::now();
+            (Box::pin(tokio::time::sleep_until(now + idle)), now)
+        });
         loop {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            let due = self.last + idle;
+            let due = *last + idle;
             if tokio::time::Instant::now() >= due {
                 return Poll::Ready(());
             }

@@ -324,8 +324,9 @@ pub struct H1Body {
     state: Decode,
     keep_alive: bool,
     home: Option<ReturnTo>,
-    /// Trailer fields of a chunked body, gathered until the empty line ends them.
-    trailers: Option<HeaderMap>,
+    /// Trailer fields of a chunked body, gathered until the empty line ends them. Boxed:
+    /// rare, and a map would double the size of every response moved through the layers.
+    trailers: Option<Box<HeaderMap>>,
 }
 
 impl H1Body {
@@ -365,7 +366,7 @@ impl H1Body {
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 // Done: the trailers, if the body had any, are the last frame.
-                return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
+                return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))));
             };
             match self.state {
                 Decode::Done => return Poll::Ready(None),
@@ -401,12 +402,12 @@ impl H1Body {
                         continue;
                     }
                     Step::Trailer(line) => {
-                        add_trailer(self.trailers.get_or_insert_with(HeaderMap::new), &line)?;
+                        add_trailer(self.trailers.get_or_insert_with(Box::default), &line)?;
                         continue;
                     }
                     Step::End => {
                         self.finish();
-                        return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
+                        return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(*t))));
                     }
                     Step::NeedMore => {}
                 },

@@ -124,7 +124,7 @@ pub(crate) async fn send_codec<E: ExtraHeaders>(
                     return Ok(Exchange {
                         response,
                         handed_over,
-                        upgraded: Some(super::Upgraded(conn)),
+                        upgraded: Some(Box::new(super::Upgraded(conn))),
                     });
                 }
                 let home = ReturnTo {

@@ -149,8 +149,9 @@ pub struct Exchange {
     /// When the request was handed to a connection: the node's latency is measured from
     /// here, so opening a new connection does not count as the node being slow.
     pub handed_over: Instant,
-    /// After a `101` to an upgrade request: the node's side of the tunnel.
-    pub upgraded: Option<Upgraded>,
+    /// After a `101` to an upgrade request: the node's side of the tunnel. Boxed: rare, and
+    /// the exchange is moved up through the layers on every request.
+    pub upgraded: Option<Box<Upgraded>>,
 }
 
 /// Send one attempt to the target's node. On an error, `out` still holds the request when

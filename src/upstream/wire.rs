@@ -26,22 +26,23 @@ use super::body::RequestBody;
 /// Headers the request path adds to every attempt, written straight onto the HTTP/1.1
 /// wire by the codec (no map insertions on the hot path), or inserted into the header map
 /// for hyper's client.
+/// Each call is given the request's authority (the host it is sent for).
 pub trait ExtraHeaders {
     /// Does a client header of this name give way to an added one?
-    fn replaces(&self, name: &HeaderName) -> bool;
+    fn replaces(&self, authority: Option<&HeaderValue>, name: &HeaderName) -> bool;
     /// Write the added headers as HTTP/1.1 header lines.
-    fn write_h1(&self, out: &mut Vec<u8>);
+    fn write_h1(&self, authority: Option<&HeaderValue>, out: &mut Vec<u8>);
     /// Insert the added headers into a header map.
-    fn insert_into(&self, headers: &mut HeaderMap);
+    fn insert_into(&self, authority: Option<&HeaderValue>, headers: &mut HeaderMap);
 }
 
 /// No added headers (health probes).
 impl ExtraHeaders for () {
-    fn replaces(&self, _: &HeaderName) -> bool {
+    fn replaces(&self, _: Option<&HeaderValue>, _: &HeaderName) -> bool {
         false
     }
-    fn write_h1(&self, _: &mut Vec<u8>) {}
-    fn insert_into(&self, _: &mut HeaderMap) {}
+    fn write_h1(&self, _: Option<&HeaderValue>, _: &mut Vec<u8>) {}
+    fn insert_into(&self, _: Option<&HeaderValue>, _: &mut HeaderMap) {}
 }
 
 /// A request on its way to the pool's nodes: what every attempt sends.
@@ -120,7 +121,8 @@ impl<E: ExtraHeaders> Outgoing<E> {
         } else {
             std::mem::take(&mut self.headers)
         };
-        self.extra.insert_into(&mut headers);
+        self.extra
+            .insert_into(self.authority.as_ref(), &mut headers);
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         if h2 {
@@ -190,21 +192,30 @@ pub fn encode_h1(
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let chunked = trailers.is_some();
+    // Noted on the way through rather than looked up: each lookup hashes the name.
+    let (mut has_host, mut has_te, mut has_length) = (false, false, false);
     for (name, value) in headers {
-        if extra.replaces(name)
+        if name == HOST {
+            has_host = true;
+        } else if name == TE {
+            has_te = true;
+        } else if name == CONTENT_LENGTH {
+            has_length = true;
+        }
+        if extra.replaces(authority, name)
             || (chunked && (name == CONTENT_LENGTH || name == TRANSFER_ENCODING))
         {
             continue;
         }
         line(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if let Some(h) = authority.filter(|_| !headers.contains_key(HOST)) {
+    if let Some(h) = authority.filter(|_| !has_host) {
         line(out, b"host", h.as_bytes());
     }
-    if headers.contains_key(TE) {
+    if has_te {
         line(out, b"connection", b"te");
     }
-    extra.write_h1(out);
+    extra.write_h1(authority, out);
     match trailers {
         Some(trailers) => {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
@@ -222,7 +233,7 @@ pub fn encode_h1(
             out.extend_from_slice(b"\r\n");
         }
         None => {
-            if !body.is_empty() && !headers.contains_key(CONTENT_LENGTH) {
+            if !body.is_empty() && !has_length {
                 line(
                     out,
                     b"content-length",
@@ -235,6 +246,7 @@ pub fn encode_h1(
     }
 }
 
+#[inline]
 fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -261,13 +273,13 @@ mod tests {
 
     struct Fwd;
     impl ExtraHeaders for Fwd {
-        fn replaces(&self, name: &HeaderName) -> bool {
+        fn replaces(&self, _: Option<&HeaderValue>, name: &HeaderName) -> bool {
             name == "x-forwarded-proto"
         }
-        fn write_h1(&self, out: &mut Vec<u8>) {
+        fn write_h1(&self, _: Option<&HeaderValue>, out: &mut Vec<u8>) {
             out.extend_from_slice(b"x-forwarded-proto: http\r\n");
         }
-        fn insert_into(&self, headers: &mut HeaderMap) {
+        fn insert_into(&self, _: Option<&HeaderValue>, headers: &mut HeaderMap) {
             headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
         }
     }
