@@ -12,6 +12,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod certs;
 pub mod client;
 pub mod raw;
 
