@@ -7,6 +7,9 @@
 //! - [`backend`]: hyper servers with scripted behaviours (echo, sink, source, hang, ...).
 //! - [`client`]: HTTP/1.1 and h2c requests with a timeout on everything.
 //! - [`raw`]: exact bytes over TCP, for malformed and pipelined requests.
+//! - [`thirdparty`]: third-party servers (nginx, hypercorn, grpcio) and clients (curl, ab,
+//!   h2load, grpcio) for the interoperability tests.
+//! - [`certs`]: certificates made with rcgen (self-signed, or signed by a private CA).
 //!
 //! Each test file uses a subset of this module, hence the `dead_code` allowance.
 #![allow(dead_code, unused_imports)]
@@ -15,6 +18,7 @@ pub mod backend;
 pub mod certs;
 pub mod client;
 pub mod raw;
+pub mod thirdparty;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

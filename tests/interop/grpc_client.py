@@ -2,7 +2,7 @@
 target and prints one JSON object of results, so that a run straight against the grpcio
 server and a run through switchyard can be compared for equality.
 
-    grpc_client.py TARGET [--ca FILE --server-name NAME] [--authority HOST] [COMMAND ...]
+    grpc_client.py [--ca FILE --server-name NAME] [--authority HOST] TARGET [COMMAND ...]
 
 TARGET is host:port; plaintext h2c unless --ca is given (then TLS, verifying the server's
 certificate against FILE for NAME). Commands:
