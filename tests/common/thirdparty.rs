@@ -19,14 +19,14 @@
 //! The Python programs (the grpcio server and client, the ASGI application) are in
 //! `tests/interop/`.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{blocking, unique_dir, WAIT};
+use super::{blocking, read_lines, unique_dir, WAIT};
 
 /// How long a server may take to accept connections: Python importing grpcio on a busy
 /// 2-core machine is the slowest.
@@ -178,10 +178,10 @@ impl Server {
         let output = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines) = mpsc::channel();
         if let Some(out) = child.stdout.take() {
-            collect_lines(out, Arc::clone(&output), tx.clone());
+            read_lines(out, None, Arc::clone(&output), tx.clone());
         }
         if let Some(err) = child.stderr.take() {
-            collect_lines(err, Arc::clone(&output), tx);
+            read_lines(err, None, Arc::clone(&output), tx);
         }
         Server {
             name: name.to_string(),
@@ -282,30 +282,6 @@ impl Drop for Server {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
-}
-
-fn collect_lines<R: Read + Send + 'static>(
-    pipe: R,
-    output: Arc<Mutex<Vec<String>>>,
-    tx: mpsc::Sender<String>,
-) {
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(pipe);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-                    if let Ok(mut o) = output.lock() {
-                        o.push(line.clone());
-                    }
-                    let _ = tx.send(line);
-                }
-            }
-        }
-    });
 }
 
 /// A port nothing listens on right now (bound and released at once). Another process may
