@@ -358,8 +358,8 @@ impl Nginx {
         for _ in 0..5 {
             let dir = unique_dir("nginx");
             let root = dir.join("www");
-            for sub in ["files", "chunked", "dav", "tmp"] {
-                std::fs::create_dir_all(root.join(sub)).expect("create nginx dirs");
+            for sub in ["www/files", "www/chunked", "www/dav", "tmp"] {
+                std::fs::create_dir_all(dir.join(sub)).expect("create nginx dirs");
             }
             std::fs::write(root.join("files/1m.bin"), file_bytes(NGINX_FILE_SIZE))
                 .expect("write the 1 MiB file");
@@ -386,7 +386,9 @@ impl Nginx {
                         _server: server,
                     }
                 }
-                Err(e) => last_error = e,
+                // Only a port taken meanwhile is worth another try.
+                Err(e) if e.contains("Address already in use") => last_error = e,
+                Err(e) => panic!("nginx did not start: {e}"),
             }
         }
         panic!("nginx did not start: {last_error}");
@@ -416,7 +418,7 @@ fn nginx_conf(dir: &Path, root: &Path, addr: SocketAddr, protocol: NginxProtocol
 master_process off;
 worker_processes 1;
 pid {d}/nginx.pid;
-error_log stderr warn;
+error_log stderr info;
 events {{ worker_connections 1024; }}
 http {{
   access_log off;
@@ -700,7 +702,12 @@ pub fn curl(http: CurlHttp, url: &str, args: &[&str]) -> CurlResponse {
     let http_version = w.next().unwrap_or("").to_string();
     let head = std::fs::read(&head_file).unwrap_or_default();
     let (headers, trailers) = parse_curl_head(&String::from_utf8_lossy(&head));
-    let body = std::fs::read(&body_file).unwrap_or_default();
+    // For HEAD (`--head`) curl writes the response head into the body file too.
+    let head_only = args.iter().any(|a| *a == "--head" || *a == "-I");
+    let body = match head_only {
+        true => Vec::new(),
+        false => std::fs::read(&body_file).unwrap_or_default(),
+    };
     let _ = std::fs::remove_dir_all(&dir);
     CurlResponse {
         exit_code: ran.code,
