@@ -10,12 +10,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::Path;
 
 use common::thirdparty::{
-    chunked_page, curl, file_bytes, one_node_config, CurlHttp, CurlResponse, Nginx, NginxProtocol,
-    NGINX_CHUNKED_PAGE, NGINX_FILE, NGINX_FILE_SIZE,
+    chunked_page, compare_runs, curl, describe_body, file_bytes, one_node_config, Case, CurlHttp,
+    CurlResponse, Nginx, NginxProtocol, NGINX_CHUNKED_PAGE, NGINX_FILE, NGINX_FILE_SIZE,
 };
 use common::{unique_dir, Switchyard};
 
@@ -35,12 +34,7 @@ fn body_view(body: &[u8]) -> String {
     if body == chunked_page().as_bytes() {
         return "the chunked page".into();
     }
-    if body.len() <= 200 {
-        return format!("{:?}", String::from_utf8_lossy(body));
-    }
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    body.hash(&mut h);
-    format!("{} bytes, hash {:016x}", body.len(), h.finish())
+    describe_body(body)
 }
 
 /// What a scenario's outcome is compared by.
@@ -105,28 +99,34 @@ fn requests_agree(protocol: NginxProtocol) {
         ("through/h2c", CurlHttp::H2c, through_base.as_str()),
     ];
 
-    // (name, method and body arguments, path, header fields compared)
-    let cases: &[(&str, Vec<&str>, &str, &[&str])] = &[
-        ("GET a file", vec![], NGINX_FILE, &["content-length"]),
-        (
+    // `how`: the header fields compared besides status and body.
+    let case = |name, args, path, how: &'static [&'static str]| Case {
+        name,
+        args,
+        path,
+        how,
+    };
+    let cases: Vec<Case<&[&str]>> = vec![
+        case("GET a file", vec![], NGINX_FILE, &["content-length"]),
+        case(
             "HEAD a file",
             vec!["--head"],
             NGINX_FILE,
             &["content-length"],
         ),
-        (
+        case(
             "GET a missing file",
             vec![],
             "/files/missing.bin",
             &["content-type"],
         ),
-        (
+        case(
             "POST a body with a length",
             vec!["--data-binary", file_arg],
             "/post",
             &[],
         ),
-        (
+        case(
             // HTTP/1.1 sends it chunked; curl sends an HTTP/2 body with no length.
             "POST a body without a length",
             vec![
@@ -138,32 +138,14 @@ fn requests_agree(protocol: NginxProtocol) {
             "/post",
             &[],
         ),
-        (
+        case(
             "GET a chunked page",
             vec![],
             NGINX_CHUNKED_PAGE,
             &["content-type"],
         ),
     ];
-
-    let mut differ = Vec::new();
-    for (name, args, path, fields) in cases {
-        let mut outcomes = Vec::new();
-        for (run, http, base) in &runs {
-            let mut a = vec!["-H", host];
-            a.extend(args.iter().copied());
-            let r = curl(*http, &format!("{base}{path}"), &a);
-            outcomes.push((run, view(&r, fields)));
-        }
-        let direct = &outcomes[0].1;
-        for (run, got) in &outcomes[1..] {
-            if got != direct {
-                differ.push(format!(
-                    "  {name} ({run}):\n    direct:  {direct}\n    through: {got}"
-                ));
-            }
-        }
-    }
+    let mut differ = compare_runs(&runs, &cases, &["-H", host], |fields, _, r| view(r, fields));
 
     // What nginx saw of the request line and Host, and the forwarding headers.
     let echo_path = "/echo?q=1&name=a%20b&slash=%2F";

@@ -665,6 +665,18 @@ impl CurlResponse {
     }
 }
 
+/// A short description of a body for comparing outcomes in assertion messages: a short
+/// body as text, a longer one as its length and a hash.
+pub fn describe_body(body: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    if body.len() <= 200 {
+        return format!("{:?}", String::from_utf8_lossy(body));
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    format!("{} bytes, hash {:016x}", body.len(), h.finish())
+}
+
 /// Header or trailer fields in the order received: (lower-case name, value).
 pub type Fields = Vec<(String, String)>;
 
@@ -718,6 +730,52 @@ pub fn curl(http: CurlHttp, url: &str, args: &[&str]) -> CurlResponse {
         trailers,
         body,
     }
+}
+
+/// One way to reach a node: a name for messages, the protocol curl speaks, the base URL.
+/// The first run of a comparison goes straight to the node: the reference.
+pub type Run<'a> = (&'a str, CurlHttp, &'a str);
+
+/// One scenario of a comparison: its name, curl's arguments, the path, and `how` to view
+/// the outcome (whatever the test's view function needs).
+pub struct Case<'a, T> {
+    pub name: &'a str,
+    pub args: Vec<&'a str>,
+    pub path: &'a str,
+    pub how: T,
+}
+
+/// Run every case on every run with `common_args` first, describe each outcome with
+/// `view(how, run name, response)`, and return one message for each outcome whose view
+/// differs from the first run's.
+pub fn compare_runs<T>(
+    runs: &[Run],
+    cases: &[Case<T>],
+    common_args: &[&str],
+    view: impl Fn(&T, &str, &CurlResponse) -> String,
+) -> Vec<String> {
+    let mut differ = Vec::new();
+    for case in cases {
+        let mut outcomes = Vec::new();
+        for (run, http, base) in runs {
+            let mut args = common_args.to_vec();
+            args.extend(case.args.iter().copied());
+            let r = curl(*http, &format!("{base}{}", case.path), &args);
+            outcomes.push((run, view(&case.how, run, &r)));
+        }
+        let Some(((_, reference), rest)) = outcomes.split_first() else {
+            continue;
+        };
+        for (run, got) in rest {
+            if got != reference {
+                differ.push(format!(
+                    "  {} ({run}):\n    direct:  {reference}\n    through: {got}",
+                    case.name
+                ));
+            }
+        }
+    }
+    differ
 }
 
 /// Split curl's `-D` output: header blocks (interim 1xx ones first) each start with a
@@ -886,10 +944,12 @@ pub fn h2load(url: &str, n: u32, c: u32, m: u32) -> H2loadReport {
 
 /// A config with one plain listener `http`, the admin API, and a catch-all route to the
 /// pool `node` with `node` as its only node; `pool_extra` is spliced into the pool (lines
-/// indented by 4 spaces, e.g. `"    upstream_protocol: h2\n"`).
+/// indented by 4 spaces, e.g. `"    upstream_protocol: h2\n"`). The access log goes to
+/// stderr, which a failing test prints: each request's status and upstream outcome.
 pub fn one_node_config(node: SocketAddr, pool_extra: &str) -> String {
     format!(
         "listeners:\n  - name: http\n    bind: 127.0.0.1:0\nadmin:\n  bind: 127.0.0.1:0\n\
+         access_log: {{format: json, path: stderr}}\n\
          routes:\n  - pool: node\npools:\n  node:\n    nodes: [{{addr: \"{node}\"}}]\n{pool_extra}"
     )
 }
