@@ -824,6 +824,8 @@ pub struct AbReport {
     /// The body length of the first response; ab counts a later one that differs as a
     /// failed request (`Length`).
     pub document_length: u64,
+    /// ab's last line when it gave up before the end (exit code 1).
+    pub aborted: Option<String>,
     /// ab's whole output, for assertion messages.
     pub output: String,
 }
@@ -845,13 +847,26 @@ pub fn ab(url: &str, n: u32, c: u32, keep_alive: bool) -> AbReport {
             .find_map(|l| l.strip_prefix(name))
             .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
     };
-    let complete = field("Complete requests:").unwrap_or_else(|| {
-        panic!(
-            "ab printed no `Complete requests` (exit {:?}):\n{output}",
-            ran.code
-        )
-    });
+    // An aborted run ("apr_socket_recv: Connection reset by peer", "Test aborted after
+    // 10 failures") prints only how many requests completed before.
+    let aborted = field("Complete requests:").is_none();
+    let complete = field("Complete requests:")
+        .or_else(|| {
+            output
+                .lines()
+                .find_map(|l| l.strip_prefix("Total of "))
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0);
     AbReport {
+        aborted: aborted.then(|| {
+            output
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .to_string()
+        }),
         complete,
         failed: field("Failed requests:").unwrap_or(0),
         non_2xx: field("Non-2xx responses:").unwrap_or(0),
