@@ -516,22 +516,65 @@ pub struct GrpcServer {
 
 impl GrpcServer {
     pub fn start() -> GrpcServer {
-        let python = require_python(GRPC_MODULES);
-        let mut cmd = Command::new(python);
-        cmd.arg(interop_dir().join("grpc_server.py"));
-        let mut server = Server::spawn("grpc_server.py", cmd, None);
-        let port: u16 = server.wait_line("`LISTENING PORT`", |line| {
-            line.strip_prefix("LISTENING ")?.trim().parse().ok()
-        });
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        if let Err(e) = server.wait_accepting(addr) {
-            panic!("{e}");
-        }
+        let (addr, server) = python_server("grpc_server.py", GRPC_MODULES);
         GrpcServer {
             addr,
             _server: server,
         }
     }
+}
+
+/// Run `tests/interop/SCRIPT` (which binds 127.0.0.1:0 and prints `LISTENING PORT`) once
+/// python3 can import `modules`; returns once it accepts connections.
+fn python_server(script: &str, modules: &[(&str, &str)]) -> (SocketAddr, Server) {
+    let python = require_python(modules);
+    let mut cmd = Command::new(python);
+    cmd.arg(interop_dir().join(script));
+    let mut server = Server::spawn(script, cmd, None);
+    let port: u16 = server.wait_line("`LISTENING PORT`", |line| {
+        line.strip_prefix("LISTENING ")?.trim().parse().ok()
+    });
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    if let Err(e) = server.wait_accepting(addr) {
+        panic!("{e}");
+    }
+    (addr, server)
+}
+
+// ---------------------------------------------------------------------------------------
+// A node that reports request trailers
+// ---------------------------------------------------------------------------------------
+
+/// `tests/interop/trailers_node.py`: HTTP/1.1 (h11) and h2c (h2) on one port, answering
+/// every request with JSON that includes the request's trailers. Those are the protocol
+/// libraries of hypercorn, which itself gives an application no request trailers.
+pub struct TrailersNode {
+    pub addr: SocketAddr,
+    _server: Server,
+}
+
+impl TrailersNode {
+    pub fn start() -> TrailersNode {
+        // hypercorn depends on both; with it installed they are there.
+        let (addr, server) = python_server("trailers_node.py", &[("h11", "h11"), ("h2", "h2")]);
+        TrailersNode {
+            addr,
+            _server: server,
+        }
+    }
+}
+
+/// `nghttp` (h2c prior knowledge) sending `body` from a file with `trailers` (`"name:
+/// value"`) after it; returns what it printed (the response body).
+pub fn nghttp_with_trailers(url: &str, body: &Path, trailers: &[&str]) -> Ran {
+    let program = require("nghttp", "apt-get install nghttp2-client");
+    let mut cmd = Command::new(program);
+    cmd.arg("-d").arg(body);
+    for t in trailers {
+        cmd.arg(format!("--trailer={t}"));
+    }
+    cmd.arg(url);
+    run_bounded(&format!("nghttp {url}"), cmd, CLIENT_RUN)
 }
 
 /// `tests/interop/grpc_client.py` aimed at one target.
