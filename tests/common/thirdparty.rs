@@ -1,6 +1,7 @@
 //! Widely used third-party HTTP implementations for the interoperability tests: servers
-//! (nginx, hypercorn, a grpcio server) started on 127.0.0.1 ports of their own, and clients
-//! (curl, ab, h2load, a grpcio client) run to completion with their results parsed.
+//! (nginx, hypercorn, a grpcio server, an h11/h2 node that reports request trailers)
+//! started on 127.0.0.1 ports of their own, and clients (curl, ab, h2load, nghttp, a grpcio
+//! client) run to completion with their results parsed.
 //!
 //! Tests that use only the project's own backends and clients check that Switchyard agrees
 //! with itself; these check it against implementations its users actually run. A test
@@ -64,8 +65,10 @@ fn find_program(program: &str) -> Option<PathBuf> {
         let p = PathBuf::from(program);
         return executable(&p).then_some(p);
     }
-    let path = std::env::var_os("PATH")?;
+    // Debian puts daemons such as nginx in /usr/sbin, which a non-root PATH may lack.
+    let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|dir| dir.join(program))
         .find(|p| executable(p))
 }
@@ -466,10 +469,14 @@ pub struct Hypercorn {
 
 impl Hypercorn {
     pub fn start() -> Hypercorn {
-        let hypercorn = require("hypercorn", "pip install hypercorn");
-        let mut cmd = Command::new(hypercorn);
+        // `python3 -m hypercorn` is the `hypercorn` command of the same Python that runs
+        // the other scripts, with no dependence on where pip put the command.
+        let python = require_python(&[("hypercorn", "hypercorn")]);
+        let mut cmd = Command::new(python);
         // --workers 0: serve in this process (the one the test kills), no worker children.
         cmd.current_dir(interop_dir()).args([
+            "-m",
+            "hypercorn",
             "--workers",
             "0",
             "--bind",
@@ -790,7 +797,8 @@ pub struct Case<'a, T> {
 
 /// Run every case on every run with `common_args` first, describe each outcome with
 /// `view(how, run name, response)`, and return one message for each outcome whose view
-/// differs from the first run's.
+/// differs from the first run's. Panics when curl fails on the first run: the reference
+/// itself is broken, and no comparison with it means anything.
 pub fn compare_runs<T>(
     runs: &[Run],
     cases: &[Case<T>],
@@ -804,6 +812,12 @@ pub fn compare_runs<T>(
             let mut args = common_args.to_vec();
             args.extend(case.args.iter().copied());
             let r = curl(*http, &format!("{base}{}", case.path), &args);
+            assert!(
+                !outcomes.is_empty() || r.ok(),
+                "{} ({run}), the reference run: {}",
+                case.name,
+                r.summary()
+            );
             outcomes.push((run, view(&case.how, run, &r)));
         }
         let Some(((_, reference), rest)) = outcomes.split_first() else {
