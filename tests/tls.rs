@@ -8,7 +8,7 @@ mod common;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,71 +30,13 @@ use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use common::backend::{pattern_fnv, BoxError, PatternBody};
+use common::certs::{private_ca, self_signed, signed_by, write_pair, Pem};
 use common::client::{collect, within, Resp};
 use common::{metric, parse_metrics, unique_dir, Backend, Behaviour, Switchyard, WAIT};
 
 // ---------------------------------------------------------------------------------------
 // Certificates
 // ---------------------------------------------------------------------------------------
-
-/// A certificate and its key, PEM, plus the leaf's DER to compare with what was served.
-#[derive(Clone)]
-struct Pem {
-    cert: String,
-    key: String,
-    der: Vec<u8>,
-}
-
-fn self_signed(names: &[&str]) -> Pem {
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let c = rcgen::generate_simple_self_signed(names).expect("rcgen self-signed");
-    Pem {
-        cert: c.cert.pem(),
-        key: c.key_pair.serialize_pem(),
-        der: c.cert.der().to_vec(),
-    }
-}
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-fn private_ca() -> Ca {
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(rcgen::DnType::CommonName, "Switchyard Test CA");
-    p.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let key = rcgen::KeyPair::generate().expect("CA key");
-    let cert = p.self_signed(&key).expect("CA cert");
-    Ca { cert, key }
-}
-
-fn signed_by(ca: &Ca, names: &[&str]) -> Pem {
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let p = rcgen::CertificateParams::new(names).expect("params");
-    let key = rcgen::KeyPair::generate().expect("leaf key");
-    let cert = p.signed_by(&key, &ca.cert, &ca.key).expect("leaf cert");
-    // The chain: leaf, then the CA (harmless, and how real chains look).
-    Pem {
-        cert: format!("{}{}", cert.pem(), ca.cert.pem()),
-        key: key.serialize_pem(),
-        der: cert.der().to_vec(),
-    }
-}
-
-/// Write `pem` as `NAME.pem` / `NAME.key` in `dir`.
-fn write_pair(dir: &Path, name: &str, pem: &Pem) -> (PathBuf, PathBuf) {
-    let cert = dir.join(format!("{name}.pem"));
-    let key = dir.join(format!("{name}.key"));
-    std::fs::write(&cert, &pem.cert).expect("write cert");
-    std::fs::write(&key, &pem.key).expect("write key");
-    (cert, key)
-}
 
 /// Replace a file's content atomically (write a temp file, rename over it).
 fn replace_file(path: &Path, content: &str) {

@@ -7,13 +7,18 @@
 //! - [`backend`]: hyper servers with scripted behaviours (echo, sink, source, hang, ...).
 //! - [`client`]: HTTP/1.1 and h2c requests with a timeout on everything.
 //! - [`raw`]: exact bytes over TCP, for malformed and pipelined requests.
+//! - [`thirdparty`]: third-party servers (nginx, hypercorn, grpcio) and clients (curl, ab,
+//!   h2load, grpcio) for the interoperability tests.
+//! - [`certs`]: certificates made with rcgen (self-signed, or signed by a private CA).
 //!
 //! Each test file uses a subset of this module, hence the `dead_code` allowance.
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod certs;
 pub mod client;
 pub mod raw;
+pub mod thirdparty;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -163,26 +168,10 @@ impl Switchyard {
         let stderr = child.stderr.take().expect("piped stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines_rx) = mpsc::channel();
-        let log2 = Arc::clone(&log);
-        let echo = std::env::var_os("SWITCHYARD_TEST_ECHO").is_some();
-        std::thread::spawn(move || {
-            let mut r = BufReader::new(stderr);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf).trim_end().to_string();
-                        if echo {
-                            eprintln!("[switchyard] {line}");
-                        }
-                        log2.lock().unwrap().push(line.clone());
-                        let _ = tx.send(line);
-                    }
-                }
-            }
-        });
+        let echo = std::env::var_os("SWITCHYARD_TEST_ECHO")
+            .is_some()
+            .then(|| "[switchyard] ".to_string());
+        read_lines(stderr, echo, Arc::clone(&log), tx);
         let mut sy = Switchyard {
             child,
             dir,
@@ -378,6 +367,37 @@ impl Drop for Switchyard {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Read `pipe` line by line on a thread of its own until it closes: each line (lossy
+/// UTF-8, line end trimmed) is appended to `log` and sent to `tx`; with `echo`, it is also
+/// printed to stderr behind that prefix.
+pub fn read_lines<R: std::io::Read + Send + 'static>(
+    pipe: R,
+    echo: Option<String>,
+    log: Arc<Mutex<Vec<String>>>,
+    tx: mpsc::Sender<String>,
+) {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                    if let Some(prefix) = &echo {
+                        eprintln!("{prefix}{line}");
+                    }
+                    if let Ok(mut l) = log.lock() {
+                        l.push(line.clone());
+                    }
+                    let _ = tx.send(line);
+                }
+            }
+        }
+    });
 }
 
 fn parse_addr(v: &serde_json::Value) -> SocketAddr {
