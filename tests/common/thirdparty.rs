@@ -316,7 +316,8 @@ pub const NGINX_SMALL_FILE_SIZE: usize = 4 << 10;
 /// An HTML page nginx sends without a length (server-side includes drop it): chunked to
 /// HTTP/1.1 clients, delimited by the connection's close to HTTP/1.0 ones, with the
 /// response trailer `x-trailer-check: nginx-METHOD` (`add_trailer` applies to chunked and
-/// HTTP/2 responses).
+/// HTTP/2 responses), announced in a `Trailer` header as RFC 9110 §6.6.2 asks (an HTTP/1.1
+/// hop that follows it, hyper among them, sends only announced trailer fields).
 pub const NGINX_CHUNKED_PAGE: &str = "/chunked/page.html";
 
 /// Byte `i` of nginx's static files: a pattern that does not repeat at a power of two, so a
@@ -448,7 +449,7 @@ http {{
     location = /post {{ proxy_pass http://unix:{d}/inner.sock:/len; }}
     location /files/ {{ }}
     location /dav/ {{ dav_methods PUT DELETE; create_full_put_path on; }}
-    location /chunked/ {{ ssi on; add_trailer x-trailer-check "nginx-$request_method"; }}
+    location /chunked/ {{ ssi on; add_header Trailer x-trailer-check; add_trailer x-trailer-check "nginx-$request_method"; }}
   }}
 }}
 "#,

@@ -10,7 +10,7 @@ hypercorn and the same request sent through switchyard:
 - /bytes?size=N[&chunked=1]: N bytes of a fixed pattern, with a content-length unless
   chunked=1 (then sent in 16 KiB pieces without a length);
 - /trailers: a body and then response trailers through the `http.response.trailers` ASGI
-  extension. hypercorn sends trailers over HTTP/2 only, and only to a request that carried
+  extension, announced in a `Trailer` header. hypercorn sends trailers over HTTP/2 only, and only to a request that carried
   `te: trailers`; otherwise the body ends without them. The body says whether the
   extension was offered and whether the request had `te: trailers`.
 
@@ -112,7 +112,9 @@ async def trailers(scope, receive, send):
     offered = "http.response.trailers" in scope.get("extensions", {})
     te = header(scope, "te")
     body = json.dumps({"offered": offered, "te": te}, sort_keys=True).encode() + b"\n"
-    await start(send, 200, b"application/json", trailers=offered)
+    # Announced in `Trailer` (RFC 9110 §6.6.2): an HTTP/1.1 hop sends only announced fields.
+    announce = [(b"trailer", b"x-checksum, x-done")] if offered else []
+    await start(send, 200, b"application/json", extra=announce, trailers=offered)
     # With `trailers: True` in the start message, the body's last message moves hypercorn
     # to the trailers state; the trailers message then ends the response.
     await send({"type": "http.response.body", "body": body})
