@@ -13,6 +13,8 @@
 //! address they use is the peer's, or `X-Forwarded-For`'s behind `trusted_proxies`
 //! ([`headers::client_addr`]). Their answers are counted under the pool the request would
 //! have gone to (`none` without a route).
+//!
+//! Answers made here are JSON, or gRPC-shaped for gRPC requests ([`crate::error`]).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -37,7 +39,7 @@ use crate::body::{
     Completion, LimitedBody, PendingLog, RequestBody, ResponseBody, UpstreamIncoming,
 };
 use crate::config::HashKey;
-use crate::error::ProxyError;
+use crate::error::{self, ProxyError};
 use crate::h1codec;
 use crate::h1guard::Violation;
 use crate::h1pool::{self, Checkout};
@@ -120,6 +122,8 @@ impl Proxy {
         let start = Instant::now();
         // A request without an id gets one: sent upstream (see `Forwarding`) and answered.
         let (request_id, generated) = headers::request_id(req.headers());
+        // Answers made here take the shape the client reads: gRPC or JSON.
+        let grpc = error::is_grpc(req.headers());
 
         // One load of the snapshot per request; only the matched pool is kept past here.
         let (pool, host, client, refusal, body_limit) = {
@@ -174,13 +178,24 @@ impl Proxy {
         });
         let http1 = req.version() < Version::HTTP_2;
         if let Some(refusal) = refusal {
+            let answer = Answer {
+                grpc,
+                start,
+                request_id,
+                log,
+            };
             let metrics = pool.as_ref().map_or(&self.no_route, |p| &p.metrics);
-            let resp = self.refuse(refusal, metrics, listener, http1, start, request_id, log);
+            let resp = self.refuse(refusal, metrics, listener, http1, answer);
             return Either::Left(ready(resp));
         }
         let Some(pool) = pool else {
-            let resp =
-                self.local_answer(ProxyError::NoRoute, &self.no_route, start, request_id, log);
+            let answer = Answer {
+                grpc,
+                start,
+                request_id,
+                log,
+            };
+            let resp = self.local_answer(ProxyError::NoRoute, &self.no_route, answer);
             return Either::Left(ready(resp));
         };
         let prepared = Prepared::new(
@@ -201,7 +216,13 @@ impl Proxy {
                 Err((e, log)) => {
                     // The rest of an oversized body is never read: do not wait for it.
                     let close = http1 && matches!(e, ProxyError::BodyTooLarge);
-                    let mut resp = this.local_answer(e, &pool.metrics, start, request_id, log);
+                    let answer = Answer {
+                        grpc,
+                        start,
+                        request_id,
+                        log,
+                    };
+                    let mut resp = this.local_answer(e, &pool.metrics, answer);
                     if close {
                         resp.headers_mut()
                             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -213,33 +234,32 @@ impl Proxy {
     }
 
     /// Answer a request refused before routing (see the module docs).
-    #[allow(clippy::too_many_arguments)]
     fn refuse(
         &self,
         refusal: Refusal,
         metrics: &PoolMetrics,
         listener: &ListenerInfo,
         http1: bool,
-        start: Instant,
-        request_id: HeaderValue,
-        log: Option<Box<PendingLog>>,
+        answer: Answer,
     ) -> Response<ResponseBody> {
-        let (err, close) = match &refusal {
+        let mut retry_after = None;
+        let (err, close) = match refusal {
             Refusal::Malformed(v) => {
                 tracing::debug!(violation = v.as_str(), "malformed request refused");
                 (ProxyError::BadRequest, true)
             }
-            Refusal::RateLimited(_) => {
+            Refusal::RateLimited(r) => {
                 listener.rate_limited.inc();
+                retry_after = Some(r.retry_after_secs);
                 (ProxyError::RateLimited, false)
             }
             // The body is not read: on HTTP/1.1 the connection cannot carry another request.
             Refusal::BodyTooLarge => (ProxyError::BodyTooLarge, http1),
         };
-        let mut resp = self.local_answer(err, metrics, start, request_id, log);
-        if let Refusal::RateLimited(r) = refusal {
+        let mut resp = self.local_answer(err, metrics, answer);
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(r.retry_after_secs));
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         if close {
             // hyper closes an HTTP/1 connection after a response carrying this.
@@ -249,26 +269,37 @@ impl Proxy {
         resp
     }
 
+    /// An error answer, JSON or gRPC-shaped. Metrics and the access log record the HTTP
+    /// status it stands for even when it is gRPC-shaped (sent as 200): alerts on 5xx see it.
     fn local_answer(
         &self,
         err: ProxyError,
         metrics: &PoolMetrics,
-        start: Instant,
-        request_id: HeaderValue,
-        log: Option<Box<PendingLog>>,
+        answer: Answer,
     ) -> Response<ResponseBody> {
-        let mut resp = err.into_response();
-        let status = resp.status().as_u16();
-        // Recorded through the same path as proxied answers: metrics and the access log.
+        let status = err.status().as_u16();
+        let resp = err.into_response_for(answer.grpc);
+        self.answered(resp, status, metrics, answer)
+    }
+
+    /// Record an answer made here through the same path as proxied ones (metrics, access
+    /// log) and give it the request's id.
+    fn answered(
+        &self,
+        mut resp: Response<ResponseBody>,
+        status: u16,
+        metrics: &PoolMetrics,
+        answer: Answer,
+    ) -> Response<ResponseBody> {
         drop(Completion {
             in_flight: None,
             metrics: metrics.clone(),
             status,
-            start,
+            start: answer.start,
             bytes: resp.body().size_hint().exact().unwrap_or(0),
-            log,
+            log: answer.log,
         });
-        resp.headers_mut().insert(&X_REQUEST_ID, request_id);
+        resp.headers_mut().insert(&X_REQUEST_ID, answer.request_id);
         resp
     }
 
@@ -497,6 +528,15 @@ impl Proxy {
             Err((last_err, log))
         }
     }
+}
+
+/// What an answer made by the balancer needs from its request.
+struct Answer {
+    /// Answer in gRPC's shape ([`error::is_grpc`]).
+    grpc: bool,
+    start: Instant,
+    request_id: HeaderValue,
+    log: Option<Box<PendingLog>>,
 }
 
 /// A request taken apart for forwarding: what every attempt needs, computed once.

@@ -6,13 +6,15 @@
 //!   kills the process when dropped (printing its log if the test is failing).
 //! - [`backend`]: hyper servers with scripted behaviours (echo, sink, source, hang, ...).
 //! - [`client`]: HTTP/1.1 and h2c requests with a timeout on everything.
-//! - [`raw`]: exact bytes over TCP, for malformed and pipelined requests.
+//! - [`raw`]: exact bytes over TCP, for malformed and pipelined requests;
+//! - [`programs`]: third-party programs (ab, curl, Python with grpcio), required, bounded.
 //!
 //! Each test file uses a subset of this module, hence the `dead_code` allowance.
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
 pub mod client;
+pub mod programs;
 pub mod raw;
 
 use std::collections::HashMap;
