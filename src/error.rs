@@ -39,6 +39,13 @@ pub enum ProxyError {
     NoRoute,
     #[error("malformed request")]
     BadRequest,
+    /// `CONNECT`: Switchyard is a reverse proxy, not a tunnel to arbitrary hosts.
+    #[error("CONNECT is not supported")]
+    Connect,
+    /// An asterisk-form target (`*`) with a method other than `OPTIONS`, or an
+    /// authority-form target (`host:port`) with a method other than `CONNECT`.
+    #[error("request target form not allowed for this method")]
+    BadTarget,
     #[error("request body too large")]
     BodyTooLarge,
     #[error("request headers too large")]
@@ -74,7 +81,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest | ProxyError::Connect | ProxyError::BadTarget => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -94,7 +103,9 @@ impl ProxyError {
     pub fn grpc_status(&self) -> u8 {
         match self {
             ProxyError::NoRoute => grpc_code::UNIMPLEMENTED,
-            ProxyError::BadRequest => grpc_code::INTERNAL,
+            ProxyError::BadRequest | ProxyError::Connect | ProxyError::BadTarget => {
+                grpc_code::INTERNAL
+            }
             ProxyError::BodyTooLarge | ProxyError::HeadersTooLarge | ProxyError::RateLimited => {
                 grpc_code::RESOURCE_EXHAUSTED
             }
@@ -111,6 +122,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => answer!("no route"),
             ProxyError::BadRequest => answer!("malformed request"),
+            ProxyError::Connect => answer!("CONNECT is not supported"),
+            ProxyError::BadTarget => answer!("request target not allowed for this method"),
             ProxyError::BodyTooLarge => answer!("request body too large"),
             ProxyError::HeadersTooLarge => answer!("request headers too large"),
             ProxyError::RateLimited => answer!("too many requests"),
@@ -213,6 +226,8 @@ mod tests {
         vec![
             ProxyError::NoRoute,
             ProxyError::BadRequest,
+            ProxyError::Connect,
+            ProxyError::BadTarget,
             ProxyError::BodyTooLarge,
             ProxyError::HeadersTooLarge,
             ProxyError::RateLimited,

@@ -14,6 +14,14 @@
 //! ([`headers::client_addr`]). Their answers are counted under the pool the request would
 //! have gone to (`none` without a route).
 //!
+//! Request targets a reverse proxy cannot forward are refused with them, before the rate
+//! limit: `CONNECT` (any protocol version) and an authority-form target (`host:port`) with
+//! another method, and an asterisk-form target (`*`) with any method but `OPTIONS` → 400, on
+//! HTTP/1 with the connection closed (what follows a `CONNECT` head may be tunnel bytes,
+//! never to be read as HTTP). `OPTIONS *` asks about the server itself (RFC 9110 §9.3.7),
+//! and the server the client talks to is the balancer: it answers `200` with no content,
+//! whatever the routes, and no node sees it.
+//!
 //! Answers made here are JSON, or gRPC-shaped for gRPC requests ([`crate::error`]).
 
 use std::future::Future;
@@ -23,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::{ready, Either};
-use http::header::{HeaderValue, CONNECTION, COOKIE, HOST, RETRY_AFTER};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, RETRY_AFTER};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
@@ -76,6 +84,8 @@ pub struct ListenerInfo {
 /// Why a request is refused before routing.
 enum Refusal {
     Malformed(Violation),
+    /// `CONNECT`, or a target form the method does not allow ([`target_refusal`]).
+    Target(ProxyError),
     RateLimited(Refused),
     BodyTooLarge,
 }
@@ -138,6 +148,8 @@ impl Proxy {
                 .and_then(|i| snap.pools.get(i).cloned());
             let refusal = if let Some(v) = conn.malformed {
                 Some(Refusal::Malformed(v))
+            } else if let Some(e) = target_refusal(req.method(), req.uri()) {
+                Some(Refusal::Target(e))
             } else if let Some(Err(r)) =
                 limits.rate_limit.as_ref().map(|rl| rl.check(client, start))
             {
@@ -177,26 +189,25 @@ impl Proxy {
             })
         });
         let http1 = req.version() < Version::HTTP_2;
-        if let Some(refusal) = refusal {
-            let answer = Answer {
-                grpc,
-                start,
-                request_id,
-                log,
-            };
-            let metrics = pool.as_ref().map_or(&self.no_route, |p| &p.metrics);
-            let resp = self.refuse(refusal, metrics, listener, http1, answer);
-            return Either::Left(ready(resp));
-        }
-        let Some(pool) = pool else {
-            let answer = Answer {
-                grpc,
-                start,
-                request_id,
-                log,
-            };
-            let resp = self.local_answer(ProxyError::NoRoute, &self.no_route, answer);
-            return Either::Left(ready(resp));
+        // Answered here: refused, `OPTIONS *`, or no route.
+        let asterisk_options = req.method() == Method::OPTIONS && is_asterisk(req.uri());
+        let pool = match (refusal, pool) {
+            (None, Some(pool)) if !asterisk_options => pool,
+            (refusal, pool) => {
+                let answer = Answer {
+                    grpc,
+                    start,
+                    request_id,
+                    log,
+                };
+                let metrics = pool.as_ref().map_or(&self.no_route, |p| &p.metrics);
+                let resp = match refusal {
+                    Some(r) => self.refuse(r, metrics, listener, http1, answer),
+                    None if asterisk_options => self.options_asterisk(metrics, answer),
+                    None => self.local_answer(ProxyError::NoRoute, metrics, answer),
+                };
+                return Either::Left(ready(resp));
+            }
         };
         let prepared = Prepared::new(
             req,
@@ -248,6 +259,7 @@ impl Proxy {
                 tracing::debug!(violation = v.as_str(), "malformed request refused");
                 (ProxyError::BadRequest, true)
             }
+            Refusal::Target(e) => (e, http1),
             Refusal::RateLimited(r) => {
                 listener.rate_limited.inc();
                 retry_after = Some(r.retry_after_secs);
@@ -280,6 +292,15 @@ impl Proxy {
         let status = err.status().as_u16();
         let resp = err.into_response_for(answer.grpc);
         self.answered(resp, status, metrics, answer)
+    }
+
+    /// `OPTIONS *`: the balancer is the server asked about (see the module docs). RFC 9110
+    /// asks for `Content-Length: 0` on an OPTIONS answer without content.
+    fn options_asterisk(&self, metrics: &PoolMetrics, answer: Answer) -> Response<ResponseBody> {
+        let mut resp = Response::new(ResponseBody::full(""));
+        resp.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        self.answered(resp, StatusCode::OK.as_u16(), metrics, answer)
     }
 
     /// Record an answer made here through the same path as proxied ones (metrics, access
@@ -537,6 +558,27 @@ struct Answer {
     start: Instant,
     request_id: HeaderValue,
     log: Option<Box<PendingLog>>,
+}
+
+/// `CONNECT`, an authority-form target (`host:port`) without `CONNECT`, or an
+/// asterisk-form target (`*`; HTTP/2's `:path` `*`) without `OPTIONS`: a reverse proxy has
+/// nothing to forward them to (see the module docs).
+fn target_refusal(method: &Method, uri: &Uri) -> Option<ProxyError> {
+    if *method == Method::CONNECT {
+        return Some(ProxyError::Connect);
+    }
+    if is_asterisk(uri) {
+        return (*method != Method::OPTIONS).then_some(ProxyError::BadTarget);
+    }
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Some(ProxyError::BadTarget);
+    }
+    None
+}
+
+/// `*` as the target (HTTP/1) or `:path` (HTTP/2, whose URI also has a scheme and host).
+fn is_asterisk(uri: &Uri) -> bool {
+    uri.path() == "*"
 }
 
 /// A request taken apart for forwarding: what every attempt needs, computed once.
