@@ -21,8 +21,17 @@
 //! ([`crate::proxy_protocol`]), whose source address becomes the client address; the TLS
 //! handshake; then HTTP, with the header-read and idle timeouts of [`crate::conn_timeout`]
 //! (hyper's own header timeout is off: it would also cut idle keep-alive connections).
+//!
 //! Request heads over `limits.max_header_bytes` are answered 431 by hyper itself: HTTP/1 by
 //! its read-buffer cap (`max_buf_size`), HTTP/2 by `SETTINGS_MAX_HEADER_LIST_SIZE`.
+//!
+//! HTTP/1.0 clients: a response whose length is not known in advance cannot be chunked
+//! for them, so hyper ends it by closing the connection — while still saying
+//! `Connection: keep-alive` to a client that asked for it, which then waits for a next
+//! response that never comes (`ab -k` counts failures). Such a response gets
+//! `Connection: close` instead (`http10_framing`); one with a known length keeps the
+//! connection alive as asked. (hyper answers an HTTP/1.0 request in HTTP/1.0 whatever the
+//! response says, and only an HTTP/1.0 response head stops it announcing `keep-alive`.)
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,7 +40,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use http::Request;
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH};
+use http::{Method, Request, Response, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -43,6 +54,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::body::ResponseBody;
 use crate::config::LimitsConfig;
 use crate::conn_timeout::{Activity, Check, Expired, Timeouts, Tracked, TrackedBody};
 use crate::h1guard::{GuardHandle, GuardedIo};
@@ -432,13 +444,18 @@ async fn serve_connection<I>(
     let handler = Arc::clone(handler);
     let svc_activity = Arc::clone(&activity);
     let svc = service_fn(move |req: Request<Incoming>| {
-        let in_flight = svc_activity.request(req.version());
+        let version = req.version();
+        let in_flight = svc_activity.request(version);
         let mut info = info;
         info.malformed = guard.as_ref().and_then(GuardHandle::next_request);
+        let head = req.method() == Method::HEAD;
         handler
             .proxy
             .handle(req, info, &handler.listener)
-            .map(move |resp| {
+            .map(move |mut resp| {
+                if version == Version::HTTP_10 {
+                    http10_framing(&mut resp, head);
+                }
                 Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
             })
     });
@@ -496,5 +513,45 @@ async fn serve_connection<I>(
     };
     if let Err(e) = res {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// An HTTP/1.0 client cannot be sent a chunked body: unless the response's length is known
+/// (a `Content-Length`, an exact body size, or no body at all), the connection has to end it,
+/// and the response says so (`Connection: close`) instead of the `keep-alive` hyper would
+/// otherwise announce.
+fn http10_framing(resp: &mut Response<ResponseBody>, head: bool) {
+    let status = resp.status();
+    let known = head
+        || status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+        || resp.headers().contains_key(CONTENT_LENGTH)
+        || resp.body().size_hint().exact().is_some();
+    if !known {
+        // hyper adds `keep-alive` to an HTTP/1.1 response head for a client that asked for
+        // it, even next to `close` (`fix_keep_alive`); an HTTP/1.0 head without `keep-alive`
+        // makes it drop keep-alive instead.
+        *resp.version_mut() = Version::HTTP_10;
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http10_responses_without_a_known_length_close() {
+        fn resp(body: ResponseBody) -> Response<ResponseBody> {
+            Response::new(body)
+        }
+        let mut known = resp(ResponseBody::full("abc"));
+        http10_framing(&mut known, false);
+        assert!(known.headers().get(CONNECTION).is_none());
+        let mut empty = resp(ResponseBody::full(""));
+        http10_framing(&mut empty, false);
+        assert!(empty.headers().get(CONNECTION).is_none());
     }
 }
