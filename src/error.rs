@@ -50,6 +50,10 @@ pub enum ProxyError {
     BodyTooLarge,
     #[error("request headers too large")]
     HeadersTooLarge,
+    /// Only from hyper's HTTP/1 parser (a target over 65,534 bytes), answered by the
+    /// framing guard ([`crate::h1guard`]).
+    #[error("request target too long")]
+    UriTooLong,
     #[error("too many requests")]
     RateLimited,
     // pool
@@ -86,6 +90,7 @@ impl ProxyError {
             }
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoHealthyNode => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(UpstreamError::Timeout | UpstreamError::ConnectTimeout) => {
@@ -106,9 +111,10 @@ impl ProxyError {
             ProxyError::BadRequest | ProxyError::Connect | ProxyError::BadTarget => {
                 grpc_code::INTERNAL
             }
-            ProxyError::BodyTooLarge | ProxyError::HeadersTooLarge | ProxyError::RateLimited => {
-                grpc_code::RESOURCE_EXHAUSTED
-            }
+            ProxyError::BodyTooLarge
+            | ProxyError::HeadersTooLarge
+            | ProxyError::UriTooLong
+            | ProxyError::RateLimited => grpc_code::RESOURCE_EXHAUSTED,
             ProxyError::NoHealthyNode => grpc_code::UNAVAILABLE,
             ProxyError::Upstream(UpstreamError::Timeout | UpstreamError::ConnectTimeout) => {
                 grpc_code::DEADLINE_EXCEEDED
@@ -126,6 +132,7 @@ impl ProxyError {
             ProxyError::BadTarget => answer!("request target not allowed for this method"),
             ProxyError::BodyTooLarge => answer!("request body too large"),
             ProxyError::HeadersTooLarge => answer!("request headers too large"),
+            ProxyError::UriTooLong => answer!("request target too long"),
             ProxyError::RateLimited => answer!("too many requests"),
             ProxyError::NoHealthyNode => answer!("no healthy upstream"),
             ProxyError::Upstream(UpstreamError::Timeout | UpstreamError::ConnectTimeout) => {
@@ -166,6 +173,16 @@ impl ProxyError {
             self.into_grpc_response()
         } else {
             self.into_response()
+        }
+    }
+
+    /// The error hyper's HTTP/1 parser means by an automatic answer with this status (what
+    /// the framing guard writes in its place).
+    pub fn for_refused_head(status: u16) -> ProxyError {
+        match status {
+            431 => ProxyError::HeadersTooLarge,
+            414 => ProxyError::UriTooLong,
+            _ => ProxyError::BadRequest,
         }
     }
 }
@@ -230,6 +247,7 @@ mod tests {
             ProxyError::BadTarget,
             ProxyError::BodyTooLarge,
             ProxyError::HeadersTooLarge,
+            ProxyError::UriTooLong,
             ProxyError::RateLimited,
             ProxyError::NoHealthyNode,
             ProxyError::Upstream(UpstreamError::Timeout),

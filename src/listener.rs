@@ -22,8 +22,10 @@
 //! handshake; then HTTP, with the header-read and idle timeouts of [`crate::conn_timeout`]
 //! (hyper's own header timeout is off: it would also cut idle keep-alive connections).
 //!
-//! Request heads over `limits.max_header_bytes` are answered 431 by hyper itself: HTTP/1 by
-//! its read-buffer cap (`max_buf_size`), HTTP/2 by `SETTINGS_MAX_HEADER_LIST_SIZE`.
+//! Request heads over `limits.max_header_bytes` get a 431. HTTP/1: hyper's parser refuses
+//! them at its read-buffer cap (`max_buf_size`), and the framing guard
+//! ([`crate::h1guard`]) replaces hyper's empty answer with our JSON one. HTTP/2: h2 answers
+//! an empty 431 itself at `SETTINGS_MAX_HEADER_LIST_SIZE`.
 //!
 //! HTTP/1.0 clients: a response whose length is not known in advance cannot be chunked
 //! for them, so hyper ends it by closing the connection — while still saying
@@ -57,7 +59,7 @@ use tokio_util::task::TaskTracker;
 use crate::body::ResponseBody;
 use crate::config::LimitsConfig;
 use crate::conn_timeout::{Activity, Check, Expired, Timeouts, Tracked, TrackedBody};
-use crate::h1guard::{GuardHandle, GuardedIo};
+use crate::h1guard::{GuardHandle, GuardedIo, WatchedBody};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, ListenerInfo, Proxy};
 use crate::proxy_protocol;
@@ -448,6 +450,8 @@ async fn serve_connection<I>(
         let in_flight = svc_activity.request(version);
         let mut info = info;
         info.malformed = guard.as_ref().and_then(GuardHandle::next_request);
+        // HTTP/2 bodies are framed by h2, never written where an HTTP/1 answer could be.
+        let watch = guard.clone().filter(|_| version != Version::HTTP_2);
         let head = req.method() == Method::HEAD;
         handler
             .proxy
@@ -456,7 +460,9 @@ async fn serve_connection<I>(
                 if version == Version::HTTP_10 {
                     http10_framing(&mut resp, head);
                 }
-                Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
+                Ok::<_, Infallible>(
+                    resp.map(|body| TrackedBody::new(WatchedBody::new(body, watch), in_flight)),
+                )
             })
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);

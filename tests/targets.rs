@@ -12,26 +12,15 @@ use std::time::Duration;
 
 use common::client::get;
 use common::programs::{python_json, require, require_python, run};
-use common::raw::{After, RawConn};
-use common::{single_pool_config, Backend, Behaviour, Switchyard, WAIT};
+use common::raw::{answer_then_close, RawConn};
+use common::{single_pool_config, Backend, Behaviour, Switchyard};
 
 const PROGRAM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `bytes` on a fresh connection: a 400 JSON answer with `error`, then the connection closes.
 async fn assert_refused(sy: &Switchyard, name: &str, bytes: &[u8], error: &str) {
-    let mut c = RawConn::connect(sy.http()).await;
-    let _ = c.send(bytes).await;
-    let r = c
-        .read_response()
-        .await
-        .unwrap_or_else(|| panic!("{name}: closed without an answer"));
-    assert_eq!(r.status, 400, "{name}: {r:?}");
-    assert_eq!(r.header("content-type"), Some("application/json"), "{name}");
-    assert!(r.header("x-request-id").is_some(), "{name}");
-    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON body");
-    assert_eq!(v["error"], error, "{name}");
-    assert!(r.closes(), "{name}: says Connection: close");
-    assert_eq!(c.after(WAIT).await, After::Closed, "{name}: left open");
+    let r = answer_then_close(sy.http(), name, bytes).await;
+    assert_eq!(r.json_error(name, 400), error, "{name}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,103 @@
+//! Every answer the balancer makes is JSON, also the ones hyper's HTTP/1 parser makes before
+//! a request exists (a malformed head → 400, a head over `max_header_bytes` → 431, a target
+//! over 65,534 bytes → 414): exact bytes over TCP against the real binary; each answer has
+//! `content-type: application/json`, an `x-request-id`, a body with an `error` field, and
+//! the connection closes after it. Nothing of these requests reaches the node.
+
+mod common;
+
+use common::client::get;
+use common::raw::{answer_then_close, After, RawConn};
+use common::{single_pool_config, Backend, Behaviour, Switchyard, WAIT};
+
+async fn refused(sy: &Switchyard, name: &str, bytes: &[u8], status: u16) -> String {
+    answer_then_close(sy.http(), name, bytes)
+        .await
+        .json_error(name, status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_the_http1_parser_refuses_get_json_answers() {
+    let b = Backend::start("b", Behaviour::Echo).await;
+    // 128 KiB: room for a target over hyper's 65,534-byte limit within the head limit.
+    let sy = Switchyard::start(
+        &single_pool_config("round_robin", &[b.addr], "")
+            .replace("routes:", "limits:\n  max_header_bytes: 128KiB\nroutes:"),
+    );
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "bad method characters",
+            b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        (
+            "method with a slash",
+            b"GE/T / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        (
+            "space in a header name",
+            b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n".to_vec(),
+        ),
+        (
+            "bad byte in a header name",
+            b"GET / HTTP/1.1\r\nX-A\x01: 1\r\n\r\n".to_vec(),
+        ),
+        (
+            "NUL in a value",
+            b"GET / HTTP/1.1\r\nX-A: a\x00b\r\n\r\n".to_vec(),
+        ),
+        (
+            "unknown version",
+            b"GET / HTTP/1.2\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        ("not HTTP", b"GET / HTXP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        (
+            "space in the target",
+            b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        (
+            "obs-fold",
+            b"GET / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n".to_vec(),
+        ),
+        (
+            "invalid Content-Length",
+            b"POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n".to_vec(),
+        ),
+        (
+            "Transfer-Encoding on HTTP/1.0",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+        ),
+    ];
+    for (name, bytes) in &cases {
+        assert_eq!(
+            refused(&sy, name, bytes, 400).await,
+            "malformed request",
+            "{name}"
+        );
+    }
+
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "v".repeat(130 * 1024)
+    );
+    let error = refused(&sy, "head over max_header_bytes", big.as_bytes(), 431).await;
+    assert_eq!(error, "request headers too large");
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let error = refused(&sy, "target over 65,534 bytes", long.as_bytes(), 414).await;
+    assert_eq!(error, "request target too long");
+
+    // After a good request on the same connection: that one is answered first, as it was.
+    let mut c = RawConn::connect(sy.http()).await;
+    let _ = c
+        .send(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nG(T / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let r = c.read_response().await.expect("the first answer");
+    assert_eq!((r.status, r.header("x-backend")), (200, Some("b")), "{r:?}");
+    let r = c.read_response().await.expect("the refusal");
+    r.json_error("after a good request", 400);
+    assert!(r.closes());
+    assert_eq!(c.after(WAIT).await, After::Closed);
+
+    let seen: Vec<String> = b.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(seen, ["/first"], "refused heads never reach the node");
+    assert_eq!(get(sy.http(), "/ok").await.status, 200, "still serving");
+}
