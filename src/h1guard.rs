@@ -101,6 +101,9 @@ pub enum Violation {
     BadContentLength = 5,
     /// A method longer than [`MAX_METHOD_LEN`].
     MethodTooLong = 6,
+    /// HTTP/2 only, found by the listener rather than the guard: a header list over
+    /// `limits.max_header_bytes` (answered 431, see `crate::listener`).
+    HeaderListTooLarge = 7,
 }
 
 impl Violation {
@@ -112,6 +115,7 @@ impl Violation {
             4 => Violation::MalformedLine,
             5 => Violation::BadContentLength,
             6 => Violation::MethodTooLong,
+            7 => Violation::HeaderListTooLarge,
             _ => return None,
         })
     }
@@ -127,6 +131,7 @@ impl Violation {
             Violation::MalformedLine => "malformed header line",
             Violation::BadContentLength => "invalid or conflicting Content-Length",
             Violation::MethodTooLong => "method too long",
+            Violation::HeaderListTooLarge => "header list over max_header_bytes",
         }
     }
 }

@@ -22,10 +22,17 @@
 //! handshake; then HTTP, with the header-read and idle timeouts of [`crate::conn_timeout`]
 //! (hyper's own header timeout is off: it would also cut idle keep-alive connections).
 //!
-//! Request heads over `limits.max_header_bytes` get a 431. HTTP/1: hyper's parser refuses
-//! them at its read-buffer cap (`max_buf_size`), and the framing guard
-//! ([`crate::h1guard`]) replaces hyper's empty answer with our JSON one. HTTP/2: h2 answers
-//! an empty 431 itself at `SETTINGS_MAX_HEADER_LIST_SIZE`.
+//! Request heads over `limits.max_header_bytes` get a JSON 431 like every other answer.
+//! HTTP/1: hyper's parser refuses them at its read-buffer cap (`max_buf_size`), and the
+//! framing guard ([`crate::h1guard`]) replaces hyper's empty answer with ours. HTTP/2: the
+//! h2 crate would answer an empty 431 itself at `SETTINGS_MAX_HEADER_LIST_SIZE`, so that
+//! cap is set [`H2_HEADER_LIST_CAP_FACTOR`] times higher, and the service measures each
+//! request's header list as RFC 7541 §4.1 counts it (name + value + 32 per field,
+//! pseudo-header fields included, [`h2_header_list_size`]) against the limit, refusing it
+//! like a malformed request (431, JSON; the connection stays). Above the cap, h2 still
+//! answers its own empty 431 and refuses the stream; above 4 times the cap (h2's abuse
+//! bound) it closes the connection; clients that honour the announced setting do not send
+//! such a list at all.
 //!
 //! HTTP/1.0 clients: a response whose length is not known in advance cannot be chunked
 //! for them, so hyper ends it by closing the connection — while still saying
@@ -59,7 +66,7 @@ use tokio_util::task::TaskTracker;
 use crate::body::ResponseBody;
 use crate::config::LimitsConfig;
 use crate::conn_timeout::{Activity, Check, Expired, Timeouts, Tracked, TrackedBody};
-use crate::h1guard::{GuardHandle, GuardedIo, WatchedBody};
+use crate::h1guard::{GuardHandle, GuardedIo, Violation, WatchedBody};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, ListenerInfo, Proxy};
 use crate::proxy_protocol;
@@ -80,6 +87,12 @@ pub const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 /// HTTP/2 connection window: several streams may move at once; bounds buffered request
 /// data per connection.
 pub const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// h2's own header-list cap (`SETTINGS_MAX_HEADER_LIST_SIZE`), as a multiple of
+/// `limits.max_header_bytes`: lists between the limit and the cap get our JSON 431 (see
+/// the module docs); twice the limit keeps what one stream may hold before it is refused
+/// small.
+pub const H2_HEADER_LIST_CAP_FACTOR: u64 = 2;
 
 /// A bound listener, ready to serve.
 pub struct Listener {
@@ -225,6 +238,8 @@ pub async fn serve(listener: Listener, ctx: Arc<ServeContext>) {
 struct ConnContext {
     listener: String,
     timeouts: Timeouts,
+    /// `limits.max_header_bytes`, for HTTP/2 header lists.
+    max_header_bytes: u64,
     refused: IntCounter,
     /// `switchyard_downstream_timeouts_total`: `header_read`, then `idle`.
     timeouts_total: [IntCounter; 2],
@@ -240,6 +255,7 @@ impl ConnContext {
                 header_read: limits.header_read_timeout.0,
                 idle: limits.idle_timeout.0,
             },
+            max_header_bytes: limits.max_header_bytes.0,
             refused: metrics.connections_refused(listener),
             timeouts_total: [Expired::HeaderRead, Expired::Idle]
                 .map(|e| metrics.downstream_timeouts(listener, e.as_str())),
@@ -373,7 +389,15 @@ fn http_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes.0).unwrap_or(u32::MAX));
+        .max_header_list_size(
+            u32::try_from(
+                limits
+                    .max_header_bytes
+                    .0
+                    .saturating_mul(H2_HEADER_LIST_CAP_FACTOR),
+            )
+            .unwrap_or(u32::MAX),
+        );
     builder
 }
 
@@ -445,11 +469,18 @@ async fn serve_connection<I>(
     let io = TokioIo::new(Tracked::new(io, Arc::clone(&activity)));
     let handler = Arc::clone(handler);
     let svc_activity = Arc::clone(&activity);
+    let max_header_bytes = conn_ctx.max_header_bytes;
     let svc = service_fn(move |req: Request<Incoming>| {
         let version = req.version();
         let in_flight = svc_activity.request(version);
         let mut info = info;
         info.malformed = guard.as_ref().and_then(GuardHandle::next_request);
+        if version == Version::HTTP_2
+            && info.malformed.is_none()
+            && h2_header_list_size(&req) > max_header_bytes
+        {
+            info.malformed = Some(Violation::HeaderListTooLarge);
+        }
         // HTTP/2 bodies are framed by h2, never written where an HTTP/1 answer could be.
         let watch = guard.clone().filter(|_| version != Version::HTTP_2);
         let head = req.method() == Method::HEAD;
@@ -522,6 +553,28 @@ async fn serve_connection<I>(
     }
 }
 
+/// The size of an HTTP/2 request's header list as RFC 7541 §4.1 counts it and h2 enforces
+/// `SETTINGS_MAX_HEADER_LIST_SIZE`: name + value + 32 for every field, the pseudo-header
+/// fields (`:method`, `:scheme`, `:authority`, `:path`) included.
+pub fn h2_header_list_size<B>(req: &Request<B>) -> u64 {
+    const FIELD: usize = 32;
+    let uri = req.uri();
+    let mut n = ":method".len() + req.method().as_str().len() + FIELD;
+    if let Some(s) = uri.scheme_str() {
+        n += ":scheme".len() + s.len() + FIELD;
+    }
+    if let Some(a) = uri.authority() {
+        n += ":authority".len() + a.as_str().len() + FIELD;
+    }
+    if let Some(pq) = uri.path_and_query() {
+        n += ":path".len() + pq.as_str().len() + FIELD;
+    }
+    for (name, value) in req.headers() {
+        n += name.as_str().len() + value.len() + FIELD;
+    }
+    n as u64
+}
+
 /// An HTTP/1.0 client cannot be sent a chunked body: unless the response's length is known
 /// (a `Content-Length`, an exact body size, or no body at all), the connection has to end it,
 /// and the response says so (`Connection: close`) instead of the `keep-alive` hyper would
@@ -547,6 +600,24 @@ fn http10_framing(resp: &mut Response<ResponseBody>, head: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn h2_header_list_size_counts_like_rfc_7541() {
+        let req = Request::builder()
+            .method("GET")
+            .uri("http://a.example/p?q")
+            .header("x-a", "12345")
+            .header("x-a", "6")
+            .body(())
+            .expect("request");
+        let want = (7 + 3 + 32)
+            + (7 + 4 + 32)
+            + (10 + 9 + 32)
+            + (5 + 4 + 32)
+            + (3 + 5 + 32)
+            + (3 + 1 + 32);
+        assert_eq!(h2_header_list_size(&req), want);
+    }
 
     #[test]
     fn http10_responses_without_a_known_length_close() {

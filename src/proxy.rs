@@ -8,19 +8,20 @@
 //!
 //! Before routing, every request goes through the checks that apply to the listener as a
 //! whole, in this order: a head the HTTP/1 framing guard refused ([`crate::h1guard`]) → 400
-//! and the connection closed; the client's rate limit ([`crate::ratelimit`]) → 429 with
-//! `Retry-After`; an announced body length over `limits.max_body_bytes` → 413. The client
-//! address they use is the peer's, or `X-Forwarded-For`'s behind `trusted_proxies`
-//! ([`headers::client_addr`]). Their answers are counted under the pool the request would
-//! have gone to (`none` without a route).
+//! and the connection closed, or an HTTP/2 header list over `limits.max_header_bytes`
+//! (measured by the listener) → 431 on that stream; the target form (below); the client's
+//! rate limit ([`crate::ratelimit`]) → 429 with `Retry-After`; an announced body length over
+//! `limits.max_body_bytes` → 413. The client address they use is the peer's, or
+//! `X-Forwarded-For`'s behind `trusted_proxies` ([`headers::client_addr`]). Their answers
+//! are counted under the pool the request would have gone to (`none` without a route).
 //!
-//! Request targets a reverse proxy cannot forward are refused with them, before the rate
-//! limit: `CONNECT` (any protocol version) and an authority-form target (`host:port`) with
-//! another method, and an asterisk-form target (`*`) with any method but `OPTIONS` → 400, on
-//! HTTP/1 with the connection closed (what follows a `CONNECT` head may be tunnel bytes,
-//! never to be read as HTTP). `OPTIONS *` asks about the server itself (RFC 9110 §9.3.7),
-//! and the server the client talks to is the balancer: it answers `200` with no content,
-//! whatever the routes, and no node sees it.
+//! Request targets a reverse proxy cannot forward are refused: `CONNECT` (any protocol
+//! version), an authority-form target (`host:port`) with another method, and an
+//! asterisk-form target (`*`) with any method but `OPTIONS` → 400, on HTTP/1 with the
+//! connection closed (what follows a `CONNECT` head may be tunnel bytes, never to be read as
+//! HTTP). `OPTIONS *` asks about the server itself (RFC 9110 §9.3.7), and the server the
+//! client talks to is the balancer: it answers `200` with no content, whatever the routes,
+//! and no node sees it.
 //!
 //! Answers made here are JSON, or gRPC-shaped for gRPC requests ([`crate::error`]).
 
@@ -257,7 +258,12 @@ impl Proxy {
         let (err, close) = match refusal {
             Refusal::Malformed(v) => {
                 tracing::debug!(violation = v.as_str(), "malformed request refused");
-                (ProxyError::BadRequest, true)
+                let err = match v {
+                    Violation::HeaderListTooLarge => ProxyError::HeadersTooLarge,
+                    _ => ProxyError::BadRequest,
+                };
+                // HTTP/2 refuses the stream alone; the connection carries on.
+                (err, http1)
             }
             Refusal::Target(e) => (e, http1),
             Refusal::RateLimited(r) => {

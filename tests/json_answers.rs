@@ -6,7 +6,11 @@
 
 mod common;
 
-use common::client::get;
+use bytes::Bytes;
+use http::Method;
+use http_body_util::{BodyExt, Empty};
+
+use common::client::{get, H2};
 use common::raw::{answer_then_close, After, RawConn};
 use common::{single_pool_config, Backend, Behaviour, Switchyard, WAIT};
 
@@ -100,4 +104,79 @@ async fn heads_the_http1_parser_refuses_get_json_answers() {
     let seen: Vec<String> = b.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(seen, ["/first"], "refused heads never reach the node");
     assert_eq!(get(sy.http(), "/ok").await.status, 200, "still serving");
+}
+
+/// An HTTP/2 header list over `max_header_bytes` (counted as RFC 7541 does) gets our JSON
+/// 431 on its stream, the connection stays usable, and the node sees nothing of it. Far
+/// above the limit — over h2's own cap, twice the limit — h2 answers its bare 431 itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_http2_header_list_gets_a_json_431() {
+    let b = Backend::start("b", Behaviour::Echo).await;
+    let sy = Switchyard::start(
+        &single_pool_config("round_robin", &[b.addr], "")
+            .replace("routes:", "limits:\n  max_header_bytes: 16KiB\nroutes:"),
+    );
+    let mut h2 = H2::connect(sy.http()).await;
+    let empty = || {
+        Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed()
+    };
+    let big = "v".repeat(20 * 1024);
+    let r = h2
+        .send_with(
+            Method::GET,
+            "test.local",
+            "/big",
+            &[("x-big", &big)],
+            empty(),
+        )
+        .await;
+    assert_eq!(r.status, 431, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(r.header("x-request-id").is_some());
+    assert_eq!(r.json()["error"], "request headers too large");
+
+    // Just under the limit, counting 32 bytes per field and the pseudo-header fields:
+    // served, on the same connection.
+    let fits = "v".repeat(16 * 1024 - 300);
+    let r = h2
+        .send_with(
+            Method::GET,
+            "test.local",
+            "/fits",
+            &[("x-big", &fits)],
+            empty(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.backend(), "b");
+
+    // Many small fields add up the same way.
+    let many: Vec<(String, String)> = (0..400)
+        .map(|i| (format!("x-h{i}"), "v".repeat(20)))
+        .collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let r = h2
+        .send_with(Method::GET, "test.local", "/many", &many, empty())
+        .await;
+    assert_eq!(r.status, 431, "400 fields of ~60 bytes each: {}", r.text());
+    assert_eq!(r.json()["error"], "request headers too large");
+
+    // Over twice the limit: h2's own answer, without a body.
+    let huge = "v".repeat(40 * 1024);
+    let r = h2
+        .send_with(
+            Method::GET,
+            "test.local",
+            "/huge",
+            &[("x-big", &huge)],
+            empty(),
+        )
+        .await;
+    assert_eq!(r.status, 431);
+    assert!(r.header("x-request-id").is_none(), "h2's own answer");
+
+    let seen: Vec<String> = b.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(seen, ["/fits"], "oversize lists never reach the node");
 }
