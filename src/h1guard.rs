@@ -1461,4 +1461,52 @@ mod tests {
         assert_eq!(body.as_bytes(), HYPER_400, "the body went out unchanged");
         assert!(!text.contains("application/json"), "{text}");
     }
+
+    /// Bytes written through a guard that has read `input` (and whose service was handed
+    /// `served` requests), as the peer receives them.
+    fn written_after(input: &[u8], served: usize, write: &[u8]) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let (mut io, handle) = GuardedIo::new(server);
+            client.write_all(input).await.expect("write");
+            let mut buf = vec![0u8; input.len()];
+            io.read_exact(&mut buf).await.expect("read");
+            for _ in 0..served {
+                let _ = handle.next_request();
+            }
+            io.write_all(write).await.expect("write");
+            io.flush().await.expect("flush");
+            drop(io);
+            let mut out = Vec::new();
+            client.read_to_end(&mut out).await.expect("read back");
+            out
+        })
+    }
+
+    #[test]
+    fn nothing_is_replaced_on_http2_or_in_a_tunnel_or_without_a_pending_head() {
+        // HTTP/2 prior knowledge: the preface is a "head" the service never gets.
+        let h2 = written_after(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 0, HYPER_400);
+        assert_eq!(h2, HYPER_400);
+        // After a 101 the service has had every head: tunnel bytes pass untouched.
+        let ws = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        assert_eq!(written_after(ws, 1, HYPER_400), HYPER_400);
+        // Every head handed over: nothing of hyper's own can be under way.
+        assert_eq!(
+            written_after(b"GET / HTTP/1.1\r\n\r\n", 1, HYPER_400),
+            HYPER_400
+        );
+        // A head pending: replaced.
+        let replaced = written_after(b"GET / HTTP/1.1\r\nX-A", 0, HYPER_400);
+        assert!(
+            String::from_utf8_lossy(&replaced).contains("application/json"),
+            "{:?}",
+            String::from_utf8_lossy(&replaced)
+        );
+    }
 }

@@ -6,11 +6,15 @@
 
 mod common;
 
+use std::process::Command;
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::Method;
 use http_body_util::{BodyExt, Empty};
 
 use common::client::{get, H2};
+use common::programs::{require, run};
 use common::raw::{answer_then_close, After, RawConn};
 use common::{single_pool_config, Backend, Behaviour, Switchyard, WAIT};
 
@@ -179,4 +183,40 @@ async fn an_oversize_http2_header_list_gets_a_json_431() {
 
     let seen: Vec<String> = b.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(seen, ["/fits"], "oversize lists never reach the node");
+}
+
+/// Over TLS (ALPN `http/1.1`) the guard sits below hyper too: curl sends a method hyper's
+/// parser refuses, and gets the JSON answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_head_over_tls_gets_a_json_answer() {
+    let curl = require("curl", "apt-get install curl");
+    let b = Backend::start("b", Behaviour::Echo).await;
+    let dir = common::unique_dir("tls-answers");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("a self-signed certificate");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write the certificate");
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).expect("write the key");
+    let sy = Switchyard::start(&format!(
+        "listeners:\n  - name: https\n    bind: 127.0.0.1:0\n    tls:\n      certificates:\n\
+         \x20       - cert: \"{}\"\n          key: \"{}\"\n\
+         admin:\n  bind: 127.0.0.1:0\nroutes:\n  - pool: web\npools:\n  web:\n\
+         \x20   nodes: [{{addr: \"{}\"}}]\n",
+        cert_path.display(),
+        key_path.display(),
+        b.addr
+    ));
+    let url = format!("https://localhost:{}/", sy.http().port());
+    let resolve = format!("localhost:{}:127.0.0.1", sy.http().port());
+    let mut cmd = Command::new(curl);
+    cmd.args(["-sS", "-k", "-i", "--http1.1", "--max-time", "20"])
+        .args(["--resolve", &resolve, "-X", "G(T", &url]);
+    let out = run(cmd, Duration::from_secs(60));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("content-type: application/json"), "{text}");
+    assert!(text.contains("x-request-id: "), "{text}");
+    assert!(text.ends_with(r#"{"error":"malformed request"}"#), "{text}");
+    assert_eq!(b.count(), 0);
+    let _ = std::fs::remove_dir_all(dir);
 }
