@@ -9,8 +9,9 @@
 //! **gRPC requests** get gRPC-shaped answers instead ([`ProxyError::into_grpc_response`]): a
 //! gRPC client reads the outcome of a call from `grpc-status`, and turns a non-200 HTTP
 //! status into a vague `UNKNOWN`/`UNAVAILABLE` with the JSON body thrown away. A request is
-//! gRPC when its `content-type` is `application/grpc`, optionally followed by `+subtype`
-//! (`+proto`, `+json`) or `;parameters` — the gRPC spec's definition ([`is_grpc`]).
+//! gRPC when it is HTTP/2 (gRPC is defined over HTTP/2 only) and its `content-type` is
+//! `application/grpc`, optionally followed by `+subtype` (`+proto`, `+json`) or
+//! `;parameters` — the gRPC spec's definition ([`is_grpc`]).
 //! `application/grpc-web*` is a different protocol (browsers over HTTP/1.1, status carried
 //! in the body or read through CORS-exposed headers) whose clients derive the code from the
 //! HTTP status when no `grpc-status` is present: it keeps the JSON answers. The answer is HTTP

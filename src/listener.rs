@@ -26,21 +26,13 @@
 //! HTTP/1: hyper's parser refuses them at its read-buffer cap (`max_buf_size`), and the
 //! framing guard ([`crate::h1guard`]) replaces hyper's empty answer with ours. HTTP/2: the
 //! h2 crate would answer an empty 431 itself at `SETTINGS_MAX_HEADER_LIST_SIZE`, so that
-//! cap is set [`H2_HEADER_LIST_CAP_FACTOR`] times higher, and the service measures each
+//! cap is set [`H2_HEADER_LIST_CAP_FACTOR`] times higher, and the proxy measures each
 //! request's header list as RFC 7541 §4.1 counts it (name + value + 32 per field,
-//! pseudo-header fields included, [`h2_header_list_size`]) against the limit, refusing it
-//! like a malformed request (431, JSON; the connection stays). Above the cap, h2 still
+//! pseudo-header fields included, `proxy::h2_header_list_size`) against the limit, refusing it
+//! (431, JSON; the connection stays). Above the cap, h2 still
 //! answers its own empty 431 and refuses the stream; above 4 times the cap (h2's abuse
 //! bound) it closes the connection; clients that honour the announced setting do not send
 //! such a list at all.
-//!
-//! HTTP/1.0 clients: a response whose length is not known in advance cannot be chunked
-//! for them, so hyper ends it by closing the connection — while still saying
-//! `Connection: keep-alive` to a client that asked for it, which then waits for a next
-//! response that never comes (`ab -k` counts failures). Such a response gets
-//! `Connection: close` instead (`http10_framing`); one with a known length keeps the
-//! connection alive as asked. (hyper answers an HTTP/1.0 request in HTTP/1.0 whatever the
-//! response says, and only an HTTP/1.0 response head stops it announcing `keep-alive`.)
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -49,9 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH};
-use http::{Method, Request, Response, Version};
-use http_body::Body as _;
+use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -63,10 +53,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::body::ResponseBody;
 use crate::config::LimitsConfig;
 use crate::conn_timeout::{Activity, Check, Expired, Timeouts, Tracked, TrackedBody};
-use crate::h1guard::{GuardHandle, GuardedIo, Violation, WatchedBody};
+use crate::h1guard::{GuardHandle, GuardedIo};
 use crate::metrics::Metrics;
 use crate::proxy::{ConnInfo, ListenerInfo, Proxy};
 use crate::proxy_protocol;
@@ -238,8 +227,6 @@ pub async fn serve(listener: Listener, ctx: Arc<ServeContext>) {
 struct ConnContext {
     listener: String,
     timeouts: Timeouts,
-    /// `limits.max_header_bytes`, for HTTP/2 header lists.
-    max_header_bytes: u64,
     refused: IntCounter,
     /// `switchyard_downstream_timeouts_total`: `header_read`, then `idle`.
     timeouts_total: [IntCounter; 2],
@@ -255,7 +242,6 @@ impl ConnContext {
                 header_read: limits.header_read_timeout.0,
                 idle: limits.idle_timeout.0,
             },
-            max_header_bytes: limits.max_header_bytes.0,
             refused: metrics.connections_refused(listener),
             timeouts_total: [Expired::HeaderRead, Expired::Idle]
                 .map(|e| metrics.downstream_timeouts(listener, e.as_str())),
@@ -315,6 +301,7 @@ async fn serve_accepted(
                 peer,
                 https: false,
                 malformed: None,
+                max_header_bytes: ctx.limits.max_header_bytes.0,
             };
             serve_guarded(stream, info, ctx, conn_ctx, handler, &builders.auto).await;
         }
@@ -421,6 +408,7 @@ async fn serve_tls(
         peer,
         https: true,
         malformed: None,
+        max_header_bytes: ctx.limits.max_header_bytes.0,
     };
     match stream.get_ref().1.alpn_protocol() {
         // HTTP/2 frames its messages itself: nothing for the HTTP/1 guard to watch.
@@ -465,35 +453,20 @@ async fn serve_connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
-    let activity = Activity::new();
+    // Response bodies are shown to the framing guard through the connection's activity.
+    let activity = Activity::watched_by(guard.clone());
     let io = TokioIo::new(Tracked::new(io, Arc::clone(&activity)));
     let handler = Arc::clone(handler);
     let svc_activity = Arc::clone(&activity);
-    let max_header_bytes = conn_ctx.max_header_bytes;
     let svc = service_fn(move |req: Request<Incoming>| {
-        let version = req.version();
-        let in_flight = svc_activity.request(version);
+        let in_flight = svc_activity.request(req.version());
         let mut info = info;
         info.malformed = guard.as_ref().and_then(GuardHandle::next_request);
-        if version == Version::HTTP_2
-            && info.malformed.is_none()
-            && h2_header_list_size(&req) > max_header_bytes
-        {
-            info.malformed = Some(Violation::HeaderListTooLarge);
-        }
-        // HTTP/2 bodies are framed by h2, never written where an HTTP/1 answer could be.
-        let watch = guard.clone().filter(|_| version != Version::HTTP_2);
-        let head = req.method() == Method::HEAD;
         handler
             .proxy
             .handle(req, info, &handler.listener)
-            .map(move |mut resp| {
-                if version == Version::HTTP_10 {
-                    http10_framing(&mut resp, head);
-                }
-                Ok::<_, Infallible>(
-                    resp.map(|body| TrackedBody::new(WatchedBody::new(body, watch), in_flight)),
-                )
+            .map(move |resp| {
+                Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
             })
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
@@ -550,85 +523,5 @@ async fn serve_connection<I>(
     };
     if let Err(e) = res {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
-}
-
-/// The size of an HTTP/2 request's header list as RFC 7541 §4.1 counts it and h2 enforces
-/// `SETTINGS_MAX_HEADER_LIST_SIZE`: name + value + 32 for every field, the pseudo-header
-/// fields (`:method`, `:scheme`, `:authority`, `:path`) included.
-pub fn h2_header_list_size<B>(req: &Request<B>) -> u64 {
-    const FIELD: usize = 32;
-    let uri = req.uri();
-    let mut n = ":method".len() + req.method().as_str().len() + FIELD;
-    if let Some(s) = uri.scheme_str() {
-        n += ":scheme".len() + s.len() + FIELD;
-    }
-    if let Some(a) = uri.authority() {
-        n += ":authority".len() + a.as_str().len() + FIELD;
-    }
-    if let Some(pq) = uri.path_and_query() {
-        n += ":path".len() + pq.as_str().len() + FIELD;
-    }
-    for (name, value) in req.headers() {
-        n += name.as_str().len() + value.len() + FIELD;
-    }
-    n as u64
-}
-
-/// An HTTP/1.0 client cannot be sent a chunked body: unless the response's length is known
-/// (a `Content-Length`, an exact body size, or no body at all), the connection has to end it,
-/// and the response says so (`Connection: close`) instead of the `keep-alive` hyper would
-/// otherwise announce.
-fn http10_framing(resp: &mut Response<ResponseBody>, head: bool) {
-    let status = resp.status();
-    let known = head
-        || status.is_informational()
-        || status == http::StatusCode::NO_CONTENT
-        || status == http::StatusCode::NOT_MODIFIED
-        || resp.headers().contains_key(CONTENT_LENGTH)
-        || resp.body().size_hint().exact().is_some();
-    if !known {
-        // hyper adds `keep-alive` to an HTTP/1.1 response head for a client that asked for
-        // it, even next to `close` (`fix_keep_alive`); an HTTP/1.0 head without `keep-alive`
-        // makes it drop keep-alive instead.
-        *resp.version_mut() = Version::HTTP_10;
-        resp.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn h2_header_list_size_counts_like_rfc_7541() {
-        let req = Request::builder()
-            .method("GET")
-            .uri("http://a.example/p?q")
-            .header("x-a", "12345")
-            .header("x-a", "6")
-            .body(())
-            .expect("request");
-        let want = (7 + 3 + 32)
-            + (7 + 4 + 32)
-            + (10 + 9 + 32)
-            + (5 + 4 + 32)
-            + (3 + 5 + 32)
-            + (3 + 1 + 32);
-        assert_eq!(h2_header_list_size(&req), want);
-    }
-
-    #[test]
-    fn http10_responses_without_a_known_length_close() {
-        fn resp(body: ResponseBody) -> Response<ResponseBody> {
-            Response::new(body)
-        }
-        let mut known = resp(ResponseBody::full("abc"));
-        http10_framing(&mut known, false);
-        assert!(known.headers().get(CONNECTION).is_none());
-        let mut empty = resp(ResponseBody::full(""));
-        http10_framing(&mut empty, false);
-        assert!(empty.headers().get(CONNECTION).is_none());
     }
 }

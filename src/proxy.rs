@@ -9,7 +9,8 @@
 //! Before routing, every request goes through the checks that apply to the listener as a
 //! whole, in this order: a head the HTTP/1 framing guard refused ([`crate::h1guard`]) → 400
 //! and the connection closed, or an HTTP/2 header list over `limits.max_header_bytes`
-//! (measured by the listener) → 431 on that stream; the target form (below); the client's
+//! ([`h2_header_list_size`]; h2's own cap is set higher, see [`crate::listener`]) → 431 on
+//! that stream; the target form (below); the client's
 //! rate limit ([`crate::ratelimit`]) → 429 with `Retry-After`; an announced body length over
 //! `limits.max_body_bytes` → 413. The client address they use is the peer's, or
 //! `X-Forwarded-For`'s behind `trusted_proxies` ([`headers::client_addr`]). Their answers
@@ -24,6 +25,13 @@
 //! and no node sees it.
 //!
 //! Answers made here are JSON, or gRPC-shaped for gRPC requests ([`crate::error`]).
+//!
+//! HTTP/1.0 clients: HTTP/1.0 has no chunked encoding, so a node's response of unknown
+//! length can only be ended by closing the connection — and hyper, asked for keep-alive,
+//! would still announce `Connection: keep-alive` and then close, leaving the client waiting
+//! for an answer that never comes (`ab -k` counts failures). Such a response is sent as an
+//! HTTP/1.0 head with `Connection: close` (`http10_framing`); one with a known length keeps
+//! the connection alive as asked. (The answers made here all have a known length.)
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -72,6 +80,9 @@ pub struct ConnInfo {
     /// Set for the one request whose head the HTTP/1 framing guard refused: it is answered
     /// 400 and the connection closed, and never forwarded.
     pub malformed: Option<Violation>,
+    /// `limits.max_header_bytes` of the listener: HTTP/2 header lists are measured against
+    /// it here (HTTP/1 heads by hyper's parser).
+    pub max_header_bytes: u64,
 }
 
 /// Handles of the listener a request arrived on, resolved once when the listener starts
@@ -85,6 +96,8 @@ pub struct ListenerInfo {
 /// Why a request is refused before routing.
 enum Refusal {
     Malformed(Violation),
+    /// An HTTP/2 header list over `limits.max_header_bytes` ([`h2_header_list_size`]).
+    HeadersTooLarge,
     /// `CONNECT`, or a target form the method does not allow ([`target_refusal`]).
     Target(ProxyError),
     RateLimited(Refused),
@@ -133,8 +146,9 @@ impl Proxy {
         let start = Instant::now();
         // A request without an id gets one: sent upstream (see `Forwarding`) and answered.
         let (request_id, generated) = headers::request_id(req.headers());
-        // Answers made here take the shape the client reads: gRPC or JSON.
-        let grpc = error::is_grpc(req.headers());
+        // Answers made here take the shape the client reads: gRPC (which exists over HTTP/2
+        // only; HTTP/1 requests skip the look-up) or JSON.
+        let grpc = req.version() == Version::HTTP_2 && error::is_grpc(req.headers());
 
         // One load of the snapshot per request; only the matched pool is kept past here.
         let (pool, host, client, refusal, body_limit) = {
@@ -149,6 +163,10 @@ impl Proxy {
                 .and_then(|i| snap.pools.get(i).cloned());
             let refusal = if let Some(v) = conn.malformed {
                 Some(Refusal::Malformed(v))
+            } else if req.version() == Version::HTTP_2
+                && h2_header_list_size(&req) > conn.max_header_bytes
+            {
+                Some(Refusal::HeadersTooLarge)
             } else if let Some(e) = target_refusal(req.method(), req.uri()) {
                 Some(Refusal::Target(e))
             } else if let Some(Err(r)) =
@@ -190,6 +208,8 @@ impl Proxy {
             })
         });
         let http1 = req.version() < Version::HTTP_2;
+        // HTTP/1.0 only: whether the request is a HEAD (its answer has no body).
+        let http10_head = (req.version() == Version::HTTP_10).then(|| req.method() == Method::HEAD);
         // Answered here: refused, `OPTIONS *`, or no route.
         let asterisk_options = req.method() == Method::OPTIONS && is_asterisk(req.uri());
         let pool = match (refusal, pool) {
@@ -223,6 +243,9 @@ impl Proxy {
             match this.forward(&pool, prepared, body_limit, start, log).await {
                 Ok(mut resp) => {
                     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
+                    if let Some(head) = http10_head {
+                        http10_framing(&mut resp, head);
+                    }
                     resp
                 }
                 Err((e, log)) => {
@@ -258,13 +281,10 @@ impl Proxy {
         let (err, close) = match refusal {
             Refusal::Malformed(v) => {
                 tracing::debug!(violation = v.as_str(), "malformed request refused");
-                let err = match v {
-                    Violation::HeaderListTooLarge => ProxyError::HeadersTooLarge,
-                    _ => ProxyError::BadRequest,
-                };
-                // HTTP/2 refuses the stream alone; the connection carries on.
-                (err, http1)
+                (ProxyError::BadRequest, true)
             }
+            // HTTP/2 only: the stream is refused, the connection carries on.
+            Refusal::HeadersTooLarge => (ProxyError::HeadersTooLarge, false),
             Refusal::Target(e) => (e, http1),
             Refusal::RateLimited(r) => {
                 listener.rate_limited.inc();
@@ -557,6 +577,52 @@ impl Proxy {
     }
 }
 
+/// The size of an HTTP/2 request's header list as RFC 7541 §4.1 counts it and h2 enforces
+/// `SETTINGS_MAX_HEADER_LIST_SIZE`: name + value + 32 for every field, the pseudo-header
+/// fields (`:method`, `:scheme`, `:authority`, `:path`) included.
+pub fn h2_header_list_size<B>(req: &Request<B>) -> u64 {
+    const FIELD: usize = 32;
+    let uri = req.uri();
+    let mut n = ":method".len() + req.method().as_str().len() + FIELD;
+    if let Some(s) = uri.scheme_str() {
+        n += ":scheme".len() + s.len() + FIELD;
+    }
+    if let Some(a) = uri.authority() {
+        n += ":authority".len() + a.as_str().len() + FIELD;
+    }
+    if let Some(pq) = uri.path_and_query() {
+        n += ":path".len() + pq.as_str().len() + FIELD;
+    }
+    for (name, value) in req.headers() {
+        n += name.as_str().len() + value.len() + FIELD;
+    }
+    n as u64
+}
+
+/// An HTTP/1.0 client cannot be sent a chunked body: unless the response's length is known
+/// (a `Content-Length`, an exact body size, or no body at all), the connection has to end it,
+/// and the response says so (`Connection: close`) instead of the `keep-alive` hyper would
+/// otherwise announce (see the module docs).
+#[cold]
+fn http10_framing(resp: &mut Response<ResponseBody>, head: bool) {
+    let status = resp.status();
+    let known = head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || resp.headers().contains_key(CONTENT_LENGTH)
+        || resp.body().size_hint().exact().is_some();
+    if !known {
+        // hyper adds `keep-alive` to an HTTP/1.1 response head for a client that asked for
+        // it, even next to `close` (`fix_keep_alive`); an HTTP/1.0 head without `keep-alive`
+        // makes it drop keep-alive instead. (hyper answers an HTTP/1.0 request in HTTP/1.0
+        // whatever the response says.)
+        *resp.version_mut() = Version::HTTP_10;
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
 /// What an answer made by the balancer needs from its request.
 struct Answer {
     /// Answer in gRPC's shape ([`error::is_grpc`]).
@@ -846,5 +912,28 @@ async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) 
     let mut up = TokioIo::new(up);
     if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
         tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2_header_list_size_counts_like_rfc_7541() {
+        let req = Request::builder()
+            .method("GET")
+            .uri("http://a.example/p?q")
+            .header("x-a", "12345")
+            .header("x-a", "6")
+            .body(())
+            .expect("request");
+        let want = (7 + 3 + 32)
+            + (7 + 4 + 32)
+            + (10 + 9 + 32)
+            + (5 + 4 + 32)
+            + (3 + 5 + 32)
+            + (3 + 1 + 32);
+        assert_eq!(h2_header_list_size(&req), want);
     }
 }

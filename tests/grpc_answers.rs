@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::Method;
 use http_body_util::{BodyExt, Full};
 
-use common::client::{get, H2};
+use common::client::{get, get_with, H2};
 use common::programs::{python_json, require_python};
 use common::{metric, parse_metrics, refusing_addr, Backend, Behaviour, Switchyard};
 
@@ -90,6 +90,15 @@ async fn grpcio_reads_the_status_of_each_answer_the_balancer_makes() {
         assert_eq!(r.json()["error"], error, "{path}");
         assert!(r.header("grpc-status").is_none(), "{path}");
     }
+    // gRPC exists over HTTP/2 only: a gRPC content-type over HTTP/1.1 gets JSON.
+    let r = get_with(
+        addr,
+        "/nowhere.Svc/Call",
+        &[("content-type", "application/grpc")],
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "no route");
     // HTTP/2 without a gRPC content-type is not gRPC either; grpc-web is not gRPC.
     let mut h2 = H2::connect(addr).await;
     let r = h2.get("test.local", "/nowhere.Svc/Call").await;
@@ -120,7 +129,7 @@ async fn grpcio_reads_the_status_of_each_answer_the_balancer_makes() {
             &[("pool", pool), ("status_class", class)],
         )
     };
-    assert_eq!(count("none", "4xx"), Some(4.0), "{text}");
+    assert_eq!(count("none", "4xx"), Some(5.0), "{text}");
     assert_eq!(count("refused", "5xx"), Some(2.0), "{text}");
     assert_eq!(count("silent", "5xx"), Some(2.0), "{text}");
     assert_eq!(
