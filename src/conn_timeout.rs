@@ -41,6 +41,8 @@ use http::Version;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::h1guard::GuardHandle;
+
 /// `head_started_ms` when no request head has started since the connection went idle.
 const NONE: u64 = u64::MAX;
 
@@ -102,21 +104,31 @@ pub struct Activity {
     /// The connection carried an HTTP/2 request: reads while idle are control frames, not
     /// the start of a head.
     h2: AtomicBool,
+    /// The HTTP/1 framing guard of the connection, shown every response body frame so that
+    /// it never takes a body for hyper's own answer ([`GuardHandle::note_body_frame`]);
+    /// kept here because every response body holds this `Arc` already.
+    body_watch: Option<GuardHandle>,
 }
 
 impl Activity {
     /// A connection whose HTTP starts now.
     pub fn new() -> Arc<Activity> {
-        Activity::starting_at(Instant::now())
+        Activity::starting_at(Instant::now(), None)
     }
 
-    fn starting_at(start: Instant) -> Arc<Activity> {
+    /// [`Activity::new`] for a connection behind the HTTP/1 framing guard `guard`.
+    pub fn watched_by(guard: Option<GuardHandle>) -> Arc<Activity> {
+        Activity::starting_at(Instant::now(), guard)
+    }
+
+    fn starting_at(start: Instant, body_watch: Option<GuardHandle>) -> Arc<Activity> {
         Arc::new(Activity {
             start,
             in_flight: AtomicU32::new(0),
             idle_since_ms: AtomicU64::new(0),
             head_started_ms: AtomicU64::new(0),
             h2: AtomicBool::new(false),
+            body_watch,
         })
     }
 
@@ -165,6 +177,14 @@ impl Activity {
             .store(self.ms(Instant::now()), Ordering::Relaxed);
         self.head_started_ms.store(NONE, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The guard to show response body frames to: none on HTTP/2, where h2 frames them.
+    #[inline]
+    fn http1_watch(&self) -> Option<&GuardHandle> {
+        self.body_watch
+            .as_ref()
+            .filter(|_| !self.h2.load(Ordering::Relaxed))
     }
 
     /// Requests in flight now.
@@ -231,8 +251,14 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(res, Poll::Ready(None | Some(Err(_)))) {
-            this.guard.take();
+        match &res {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(watch) = this.guard.as_ref().and_then(|g| g.0.http1_watch()) {
+                    watch.note_body_frame(frame);
+                }
+            }
+            Poll::Ready(None | Some(Err(_))) => drop(this.guard.take()),
+            Poll::Pending => {}
         }
         res
     }
@@ -293,7 +319,7 @@ mod tests {
     /// A connection started `ago` in the past, so times can be set without sleeping.
     fn started(ago: Duration) -> (Arc<Activity>, Instant) {
         let now = Instant::now();
-        (Activity::starting_at(now - ago), now - ago)
+        (Activity::starting_at(now - ago, None), now - ago)
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The HTTP/1 framing guard: request-smuggling checks hyper does not make.
+//! The HTTP/1 framing guard: request-smuggling checks hyper does not make, and JSON in place
+//! of the empty answers hyper's parser writes itself.
 //!
 //! hyper's HTTP/1 parser already answers 400 and closes the connection for most malformed
 //! input: invalid bytes in names or values (NUL included), obs-fold, a bad request line or
@@ -30,14 +31,53 @@
 //! (the bytes may become a tunnel), and whenever the bytes stop making sense (hyper
 //! refuses those itself and closes the connection). HTTP/2 connections negotiated by ALPN
 //! are not wrapped at all: HTTP/2 frames its messages without these headers.
+//!
+//! **hyper's own answers, made JSON.** What hyper's parser refuses itself (a bad method,
+//! target, version, header name or value; obs-fold; a head over `max_buf_size`; a target
+//! over 65,534 bytes) it answers before any request exists, with an empty body: `400`,
+//! `431` or `414`, `connection: close`, `content-length: 0`, `date`, nothing else. Every
+//! other answer of ours is JSON and carries `x-request-id`, so the guard's write side puts
+//! ours in its place: the same status, version and date, `content-type: application/json`,
+//! a new `x-request-id`, `connection: close` and the body of [`ProxyError::for_refused_head`].
+//! The choice of place, against the alternatives:
+//!
+//! - *Predicting the refusal on the read side* and answering before hyper does would mean
+//!   re-implementing httparse's token tables, hyper's header rules and the `http` crate's
+//!   URI grammar byte for byte (a gap leaks an empty answer, an excess refuses good
+//!   requests) and scanning every byte of every head on the hot path. Replacing the answer
+//!   follows hyper by construction: whatever it refuses, for whatever reason, now or in a
+//!   later version, comes out as JSON — as long as the answer keeps its shape, which the
+//!   unit tests pin against the hyper in `Cargo.lock` by running its server.
+//! - *Recognising the answer in the byte stream* must never touch anything else, so a write
+//!   is only looked at when hyper can be answering on its own: a request head has begun
+//!   that the service has not been handed (hyper answers such a head only), and the
+//!   connection still carries HTTP/1 heads (not HTTP/2, not a tunnel: after a `101` the
+//!   service has seen every head). The answer is matched whole at the end of the write
+//!   (hyper writes nothing after it), and bytes before it go out first, unchanged. A
+//!   response *body* could still end with the same bytes while the client has already sent
+//!   the start of its next head (pipelining): every response body frame is shown to the
+//!   guard ([`GuardHandle::note_body_frame`], from `crate::conn_timeout::TrackedBody`),
+//!   and once a body ends in a way that could complete such an answer, the connection is
+//!   never rewritten again — it keeps hyper's empty answer rather than risk altering a
+//!   response.
+//!
+//! The cost, per write: a few comparisons and one relaxed atomic load, and a suffix check
+//! when those pass; per response body frame, a few instructions (together about 80
+//! instructions per proxied request, 0.4 %, measured with `bench/instructions.sh`).
+//! Requests hyper refuses this way are not counted in `switchyard_requests_total` nor
+//! written to the access log (no request exists); they are logged at debug level.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncRead, ReadBuf};
+use bytes::Bytes;
+use http_body::Frame;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::error::ProxyError;
 
 /// The longest method accepted. The longest registered ones are 17 bytes
 /// (`UPDATEREDIRECTREF`); anything far beyond that is garbage or an attack.
@@ -101,6 +141,13 @@ struct Shared {
     flagged: AtomicU64,
     /// Requests the service has been handed so far.
     served: AtomicU64,
+    /// A response body on this connection ended with bytes that could be taken for
+    /// hyper's automatic answer ([`GuardHandle::note_body_frame`]): from then on the write
+    /// side replaces nothing, so no body can ever be mistaken for an answer.
+    body_like_answer: AtomicBool,
+    /// The last 8 bytes of the response bodies so far, the latest in the low byte (HTTP/1
+    /// answers are written one after another, so one window serves them all).
+    tail: AtomicU64,
 }
 
 /// The service side: which requests to refuse.
@@ -120,14 +167,39 @@ impl GuardHandle {
             None
         }
     }
+
+    /// A frame of a response body, about to be written on this connection: when the bytes
+    /// it ends with (as hyper writes them, with or without the `\r\n` that ends a chunk)
+    /// could end hyper's automatic answer, the write side stops replacing on this
+    /// connection, so no body can pass for that answer. Trailers end in a header line and
+    /// count as such an end. A few instructions per frame (`crate::conn_timeout::TrackedBody`
+    /// calls it for every frame of an HTTP/1 connection).
+    #[inline]
+    pub fn note_body_frame(&self, frame: &Frame<Bytes>) {
+        let suspect = match frame.data_ref() {
+            Some(data) => {
+                let tail = push_tail(self.0.tail.load(Ordering::Relaxed), data);
+                self.0.tail.store(tail, Ordering::Relaxed);
+                tail_may_end_answer(tail)
+            }
+            None => true,
+        };
+        if suspect {
+            self.0.body_like_answer.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
-/// A downstream connection whose incoming bytes go through the guard.
+/// A downstream connection whose incoming bytes go through the guard, and whose outgoing
+/// bytes have hyper's automatic answers replaced by JSON ones (see the module docs).
 #[derive(Debug)]
 pub struct GuardedIo<T> {
     inner: T,
     scanner: Scanner,
     shared: Arc<Shared>,
+    /// The JSON answer written in place of hyper's automatic one, and how much of it has
+    /// been written; once set, the connection says nothing else.
+    answer: Option<(Vec<u8>, usize)>,
 }
 
 impl<T> GuardedIo<T> {
@@ -137,8 +209,54 @@ impl<T> GuardedIo<T> {
             inner,
             scanner: Scanner::default(),
             shared: Arc::clone(&shared),
+            answer: None,
         };
         (io, GuardHandle(shared))
+    }
+
+    /// Whether a write may be hyper's automatic answer: a request head has started that the
+    /// service was never handed (hyper answers only such a head itself), on a connection
+    /// still speaking HTTP/1 heads, and no response body here ended like such an answer.
+    /// One comparison and a relaxed load per write.
+    fn may_replace(&self) -> bool {
+        !self.scanner.http2
+            && self.scanner.heads_begun() > self.shared.served.load(Ordering::Relaxed)
+            && !self.shared.body_like_answer.load(Ordering::Relaxed)
+    }
+
+    /// Take `automatic` (hyper's answer, the whole of `bytes`) and keep ours to write.
+    fn replace(&mut self, automatic: &Automatic) {
+        self.answer = Some((automatic.replacement(), 0));
+        tracing::debug!(
+            status = automatic.status,
+            "request head refused by the HTTP/1 parser: answered with JSON"
+        );
+    }
+}
+
+impl<T: AsyncWrite + Unpin> GuardedIo<T> {
+    /// Write what is left of our answer.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let GuardedIo { inner, answer, .. } = self;
+        if let Some((bytes, written)) = answer {
+            while *written < bytes.len() {
+                let n = ready!(Pin::new(&mut *inner).poll_write(cx, &bytes[*written..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                *written += n;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// After our answer, hyper has nothing more to say (its answer ends the connection):
+    /// anything it still writes is dropped, reported as written.
+    fn poll_swallow(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<usize>> {
+        match self.poll_answer(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(len)),
+        }
     }
 }
 
@@ -162,7 +280,166 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
     }
 }
 
-crate::iowrap::forward_async_write!(GuardedIo);
+impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.answer.is_some() {
+            return this.poll_swallow(cx, buf.len());
+        }
+        if this.may_replace() {
+            if let Some(auto) = Automatic::at_end_of(buf) {
+                if auto.start > 0 {
+                    // What comes before it (the end of an earlier response) goes out as is;
+                    // hyper hands the rest back, the answer still at its end.
+                    return Pin::new(&mut this.inner).poll_write(cx, &buf[..auto.start]);
+                }
+                this.replace(&auto);
+                return this.poll_swallow(cx, buf.len());
+            }
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.answer.is_some() {
+            let len = bufs.iter().map(|b| b.len()).sum();
+            return this.poll_swallow(cx, len);
+        }
+        if this.may_replace() {
+            // hyper writes a head into one buffer: the answer is all in the last slice.
+            if let Some(k) = bufs.iter().rposition(|b| !b.is_empty()) {
+                if let Some(auto) = Automatic::at_end_of(&bufs[k]) {
+                    if bufs[..k].iter().any(|b| !b.is_empty()) {
+                        return Pin::new(&mut this.inner).poll_write_vectored(cx, &bufs[..k]);
+                    }
+                    if auto.start > 0 {
+                        return Pin::new(&mut this.inner).poll_write(cx, &bufs[k][..auto.start]);
+                    }
+                    this.replace(&auto);
+                    return this.poll_swallow(cx, bufs[k].len());
+                }
+            }
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_answer(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_answer(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+/// The status lines of hyper's automatic answers (`proto/h1/role.rs`, `on_error`), after
+/// the version.
+const AUTOMATIC_STATUS_LINES: [(u16, &[u8]); 3] = [
+    (400, b" 400 Bad Request\r\n"),
+    (431, b" 431 Request Header Fields Too Large\r\n"),
+    (414, b" 414 URI Too Long\r\n"),
+];
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), as hyper writes `date`.
+const DATE_LEN: usize = 29;
+
+/// hyper's automatic answer to a request head it refused, found at the end of a write.
+#[derive(Debug, PartialEq, Eq)]
+struct Automatic {
+    /// Where it starts in the buffer.
+    start: usize,
+    /// `HTTP/1.0` or `HTTP/1.1`, as hyper wrote it.
+    version: [u8; 8],
+    status: u16,
+    date: [u8; DATE_LEN],
+}
+
+impl Automatic {
+    /// hyper writes exactly `VERSION STATUS REASON`, optionally `connection: close`,
+    /// `content-length: 0` and `date` (lower case, in this order), and nothing after it.
+    /// Any answer of ours carries `x-request-id`, so this shape is never one of them.
+    fn at_end_of(buf: &[u8]) -> Option<Automatic> {
+        // The cheap refusal first: almost every write ends otherwise.
+        if !buf.ends_with(b" GMT\r\n\r\n") {
+            return None;
+        }
+        let date_line = DATE_LEN + b"date: \r\n\r\n".len();
+        let head = buf.get(..buf.len().checked_sub(date_line)?)?;
+        let date_line = &buf[head.len()..];
+        let date = date_line.strip_prefix(b"date: ")?.get(..DATE_LEN)?;
+        let rest = head.strip_suffix(b"content-length: 0\r\n")?;
+        let rest = rest.strip_suffix(b"connection: close\r\n").unwrap_or(rest);
+        let (status, rest) = AUTOMATIC_STATUS_LINES
+            .iter()
+            .find_map(|(status, line)| Some((*status, rest.strip_suffix(*line)?)))?;
+        let version = rest
+            .strip_suffix(b"HTTP/1.1")
+            .or_else(|| rest.strip_suffix(b"HTTP/1.0"))?;
+        let start = version.len();
+        Some(Automatic {
+            start,
+            version: buf[start..start + 8].try_into().ok()?,
+            status,
+            date: date.try_into().ok()?,
+        })
+    }
+
+    /// Our answer in its place: the same status, version and date, a JSON body, an
+    /// `x-request-id` like every other answer, and `Connection: close` (hyper closes the
+    /// connection after its answer, and so do we).
+    fn replacement(&self) -> Vec<u8> {
+        let body = ProxyError::for_refused_head(self.status).json_body();
+        let (_, line) = AUTOMATIC_STATUS_LINES
+            .iter()
+            .find(|(s, _)| *s == self.status)
+            .copied()
+            .unwrap_or(AUTOMATIC_STATUS_LINES[0]);
+        let id = crate::headers::new_request_id();
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(&self.version);
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"content-type: application/json\r\nx-request-id: ");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"\r\nconnection: close\r\ncontent-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.extend_from_slice(b"\r\ndate: ");
+        out.extend_from_slice(&self.date);
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(body.as_bytes());
+        out
+    }
+}
+
+/// `GMT\r\n\r\n` (7 bytes) and `GMT\r\n` (5), as the low bytes of [`Shared::tail`].
+const TAIL_ANSWER: (u64, u64) = (0x0047_4d54_0d0a_0d0a, 0x0047_4d54_0d0a);
+
+fn push_tail(tail: u64, data: &[u8]) -> u64 {
+    match data.len() {
+        n if n >= 8 => u64::from_be_bytes(data[n - 8..].try_into().unwrap_or([0; 8])),
+        _ => data.iter().fold(tail, |t, &b| t << 8 | u64::from(b)),
+    }
+}
+
+fn tail_may_end_answer(tail: u64) -> bool {
+    tail & 0x00ff_ffff_ffff_ffff == TAIL_ANSWER.0 || tail & 0xff_ffff_ffff == TAIL_ANSWER.1
+}
 
 /// Where the scanner is in the byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +529,8 @@ struct Scanner {
     /// The value is longer than [`VALUE_CAP`].
     value_long: bool,
     chunk_size: u64,
+    /// The connection turned out to be HTTP/2 (prior knowledge): no HTTP/1 heads follow.
+    http2: bool,
 }
 
 impl Default for Scanner {
@@ -267,6 +546,7 @@ impl Default for Scanner {
             value_len: 0,
             value_long: false,
             chunk_size: 0,
+            http2: false,
         }
     }
 }
@@ -274,6 +554,20 @@ impl Default for Scanner {
 impl Scanner {
     fn done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// Request heads that have started arriving: the complete ones, and the one under way.
+    fn heads_begun(&self) -> u64 {
+        let in_head = matches!(
+            self.state,
+            State::RequestLine
+                | State::LineLf
+                | State::LineStart
+                | State::HeadEndLf
+                | State::Name
+                | State::Value
+        );
+        self.heads + u64::from(in_head)
     }
 
     /// Scan `bytes`; returns the first violation found, with its head's ordinal.
@@ -384,7 +678,8 @@ impl Scanner {
                 if b == b'\n' {
                     self.state = State::Preamble;
                 } else {
-                    // httparse refuses this; hyper closes the connection.
+                    // httparse refuses this (hyper answers 400): a head, if a broken one.
+                    self.heads += 1;
                     self.state = State::Done;
                 }
             }
@@ -629,7 +924,8 @@ impl Scanner {
             return Some((self.heads, v));
         }
         let method = &h.method[..h.method_len.min(h.method.len())];
-        self.state = if method == b"PRI" || method == b"CONNECT" || h.upgrade {
+        self.http2 = method == b"PRI";
+        self.state = if self.http2 || method == b"CONNECT" || h.upgrade {
             State::Done
         } else if te {
             State::ChunkStart
@@ -944,5 +1240,256 @@ mod tests {
             );
             assert_eq!(whole.state, sliced.state, "states differ for {input:?}");
         }
+    }
+
+    // ----- the write side: hyper's automatic answers replaced -----
+
+    const HYPER_400: &[u8] =
+        b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\
+        date: Wed, 02 Dec 2026 15:24:35 GMT\r\n\r\n";
+
+    #[test]
+    fn automatic_answers_are_recognised_at_the_end_of_a_write_only() {
+        let a = Automatic::at_end_of(HYPER_400).expect("recognised");
+        assert_eq!((a.start, a.status, &a.version), (0, 400, b"HTTP/1.1"));
+        assert_eq!(&a.date, b"Wed, 02 Dec 2026 15:24:35 GMT");
+        let mut after_body = b"...end of an earlier response".to_vec();
+        after_body.extend_from_slice(HYPER_400);
+        assert_eq!(Automatic::at_end_of(&after_body).map(|a| a.start), Some(29));
+        let http10 = b"HTTP/1.0 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\
+            date: Wed, 02 Dec 2026 15:24:35 GMT\r\n\r\n";
+        let a = Automatic::at_end_of(http10).expect("HTTP/1.0, no connection header");
+        assert_eq!((a.status, &a.version), (431, b"HTTP/1.0"));
+        // Our own answers carry x-request-id (and other headers): never taken for hyper's.
+        let ours = b"HTTP/1.1 400 Bad Request\r\nx-request-id: 1\r\nconnection: close\r\n\
+            content-length: 0\r\ndate: Wed, 02 Dec 2026 15:24:35 GMT\r\n\r\n";
+        assert_eq!(Automatic::at_end_of(ours), None);
+        let mut later = HYPER_400.to_vec();
+        later.extend_from_slice(b"x");
+        assert_eq!(Automatic::at_end_of(&later), None);
+        assert_eq!(Automatic::at_end_of(&HYPER_400[1..]), None);
+        let other = b"HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\
+            date: Wed, 02 Dec 2026 15:24:35 GMT\r\n\r\n";
+        assert_eq!(Automatic::at_end_of(other), None);
+    }
+
+    #[test]
+    fn the_body_watch_sees_a_suspect_end_across_frames() {
+        let split = |parts: &[&[u8]]| parts.iter().fold(0, |t, p| push_tail(t, p));
+        assert!(tail_may_end_answer(split(&[b"x GMT\r\n\r\n"])));
+        assert!(tail_may_end_answer(split(&[b"xx GM", b"T\r", b"\n\r\n"])));
+        // A chunk ending in `GMT\r\n` is written followed by the chunk's `\r\n`.
+        assert!(tail_may_end_answer(split(&[b"1994 08:49:37 GMT\r\n"])));
+        assert!(!tail_may_end_answer(split(&[b"GMT\r\n\r\nx"])));
+        assert!(!tail_may_end_answer(split(&[b"hello world"])));
+        assert!(!tail_may_end_answer(split(&[b"MT\r\n\r\n"])));
+    }
+
+    /// A body whose frames are shown to the guard, as `TrackedBody` does in the listener.
+    struct Noted(http_body_util::Full<Bytes>, GuardHandle);
+
+    impl http_body::Body for Noted {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            let res = Pin::new(&mut self.0).poll_frame(cx);
+            if let Poll::Ready(Some(Ok(frame))) = &res {
+                self.1.note_body_frame(frame);
+            }
+            res
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            self.0.size_hint()
+        }
+    }
+
+    /// Serve `input` with hyper's HTTP/1 server over a [`GuardedIo`] (a service answering
+    /// `body` to every request, its frames shown to the guard as the listener does) and
+    /// return everything written back until hyper closes the connection or half a second
+    /// passes.
+    fn serve_with_hyper(input: &[u8], max_buf: usize, body: &'static [u8]) -> Vec<u8> {
+        use http_body_util::Full;
+        use hyper_util::rt::TokioIo;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client, server) = tokio::io::duplex(1 << 20);
+            let (io, guard) = GuardedIo::new(server);
+            let svc = hyper::service::service_fn(move |_req| {
+                let _ = guard.next_request();
+                let body = Noted(Full::new(Bytes::from_static(body)), guard.clone());
+                async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(max_buf)
+                .serve_connection(TokioIo::new(io), svc);
+            tokio::spawn(conn);
+            let (mut rd, mut wr) = tokio::io::split(client);
+            wr.write_all(input).await.expect("write");
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_millis(500),
+                rd.read_to_end(&mut out),
+            )
+            .await;
+            out
+        })
+    }
+
+    /// The last response in `out`: status line, headers, body.
+    fn last_response(out: &[u8]) -> (String, String, String) {
+        let text = String::from_utf8_lossy(out).into_owned();
+        let at = text.rfind("HTTP/1.").expect("a response");
+        let (head, body) = text[at..].split_once("\r\n\r\n").expect("a head");
+        let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+        (status.to_string(), headers.to_string(), body.to_string())
+    }
+
+    #[test]
+    fn hyper_refusals_leave_as_json_answers() {
+        let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+        let big_head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(9_000));
+        let cases: Vec<(&str, Vec<u8>, usize, &str)> = vec![
+            (
+                "bad method",
+                b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+                8192,
+                "HTTP/1.1 400 Bad Request",
+            ),
+            (
+                "bad header name",
+                b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n".to_vec(),
+                8192,
+                "HTTP/1.1 400 Bad Request",
+            ),
+            (
+                "bad version",
+                b"GET / HTTP/1.2\r\n\r\n".to_vec(),
+                8192,
+                "HTTP/1.1 400 Bad Request",
+            ),
+            (
+                "obs-fold",
+                b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n".to_vec(),
+                8192,
+                "HTTP/1.1 400 Bad Request",
+            ),
+            (
+                "oversize head",
+                big_head.into_bytes(),
+                8192,
+                "HTTP/1.1 431 Request Header Fields Too Large",
+            ),
+            (
+                "long target",
+                long_uri.into_bytes(),
+                200_000,
+                "HTTP/1.1 414 URI Too Long",
+            ),
+            (
+                "after a good request",
+                b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nG(T / HTTP/1.1\r\n\r\n".to_vec(),
+                8192,
+                "HTTP/1.1 400 Bad Request",
+            ),
+            (
+                "after an HTTP/1.0 keep-alive request",
+                b"GET /1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nG(T / HTTP/1.1\r\n\r\n".to_vec(),
+                8192,
+                "HTTP/1.0 400 Bad Request",
+            ),
+        ];
+        for (name, input, max_buf, status) in cases {
+            let out = serve_with_hyper(&input, max_buf, b"ok");
+            let (line, headers, body) = last_response(&out);
+            assert_eq!(line, status, "{name}: {:?}", String::from_utf8_lossy(&out));
+            assert!(
+                headers.contains("content-type: application/json"),
+                "{name}: {headers}"
+            );
+            assert!(headers.contains("x-request-id: "), "{name}: {headers}");
+            assert!(headers.contains("connection: close"), "{name}: {headers}");
+            let v: serde_json::Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("{name}: body {body:?} is not JSON: {e}"));
+            assert!(v["error"].is_string(), "{name}: {body}");
+            if name.starts_with("after") {
+                assert!(
+                    String::from_utf8_lossy(&out).contains("\r\n\r\nok"),
+                    "{name}: the first request was answered first"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_that_ends_like_hyper_answer_is_sent_as_it_is() {
+        // The client pipelines the start of a second head, so a head is pending that the
+        // service has not been handed while the first response is written.
+        let out = serve_with_hyper(
+            b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHo",
+            8192,
+            HYPER_400,
+        );
+        let text = String::from_utf8_lossy(&out);
+        let (_, body) = text.split_once("\r\n\r\n").expect("a response");
+        assert_eq!(body.as_bytes(), HYPER_400, "the body went out unchanged");
+        assert!(!text.contains("application/json"), "{text}");
+    }
+
+    /// Bytes written through a guard that has read `input` (and whose service was handed
+    /// `served` requests), as the peer receives them.
+    fn written_after(input: &[u8], served: usize, write: &[u8]) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let (mut io, handle) = GuardedIo::new(server);
+            client.write_all(input).await.expect("write");
+            let mut buf = vec![0u8; input.len()];
+            io.read_exact(&mut buf).await.expect("read");
+            for _ in 0..served {
+                let _ = handle.next_request();
+            }
+            io.write_all(write).await.expect("write");
+            io.flush().await.expect("flush");
+            drop(io);
+            let mut out = Vec::new();
+            client.read_to_end(&mut out).await.expect("read back");
+            out
+        })
+    }
+
+    #[test]
+    fn nothing_is_replaced_on_http2_or_in_a_tunnel_or_without_a_pending_head() {
+        // HTTP/2 prior knowledge: the preface is a "head" the service never gets.
+        let h2 = written_after(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 0, HYPER_400);
+        assert_eq!(h2, HYPER_400);
+        // After a 101 the service has had every head: tunnel bytes pass untouched.
+        let ws = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        assert_eq!(written_after(ws, 1, HYPER_400), HYPER_400);
+        // Every head handed over: nothing of hyper's own can be under way.
+        assert_eq!(
+            written_after(b"GET / HTTP/1.1\r\n\r\n", 1, HYPER_400),
+            HYPER_400
+        );
+        // A head pending: replaced.
+        let replaced = written_after(b"GET / HTTP/1.1\r\nX-A", 0, HYPER_400);
+        assert!(
+            String::from_utf8_lossy(&replaced).contains("application/json"),
+            "{:?}",
+            String::from_utf8_lossy(&replaced)
+        );
     }
 }

@@ -397,6 +397,9 @@ pub fn request_id(headers: &HeaderMap) -> (HeaderValue, bool) {
 }
 
 /// A random 128-bit id as 32 lower-case hex digits: a few nanoseconds, no shared state.
+/// Always inlined: it is on every request's path, and with a second (rare) caller, the
+/// framing guard, the compiler would otherwise call it out of line.
+#[inline(always)]
 pub fn new_request_id() -> HeaderValue {
     let (a, b) = (strategies::random_u64(), strategies::random_u64());
     const HEX: &[u8; 16] = b"0123456789abcdef";

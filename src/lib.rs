@@ -7,14 +7,15 @@
 //!   hyper; [`proxy_protocol`]: the PROXY v1/v2 header an L4 balancer sends first;
 //!   [`tls`]: rustls termination (SNI, certificate reload) and HTTPS-upstream settings;
 //!   [`conn_timeout`]: the header-read and idle timeouts of client connections;
-//!   [`h1guard`]: the request-smuggling checks on HTTP/1 bytes that hyper does not make;
+//!   [`h1guard`]: the request-smuggling checks on HTTP/1 bytes that hyper does not make,
+//!   and JSON in place of the empty answers hyper's parser writes;
 //! - [`ratelimit`]: the per-client token buckets of `rate_limit`, checked before routing;
 //! - [`proxy`]: the request path — [`router`] → [`snapshot`] pool → strategy (the
 //!   `strategies` crate) → [`upstream`] (every way of talking to a node: the own HTTP/1.1
 //!   codec, hyper's HTTP/1.1 and HTTP/2 client connections, TLS) → response [`body`];
 //!   [`tunnel`]: upgraded (WebSocket) connections;
 //! - [`headers`]: forwarding and hop-by-hop header rules; [`error`]: the answers the
-//!   balancer makes itself;
+//!   balancer makes itself, JSON or gRPC-shaped;
 //! - [`outlier`] (passive ejection), [`budget`] (retry budget) and [`health`] (active
 //!   probes) decide which nodes may take traffic;
 //! - [`app`]: the supervisor that owns every task, reloads and shuts down;

@@ -21,8 +21,18 @@
 //! ([`crate::proxy_protocol`]), whose source address becomes the client address; the TLS
 //! handshake; then HTTP, with the header-read and idle timeouts of [`crate::conn_timeout`]
 //! (hyper's own header timeout is off: it would also cut idle keep-alive connections).
-//! Request heads over `limits.max_header_bytes` are answered 431 by hyper itself: HTTP/1 by
-//! its read-buffer cap (`max_buf_size`), HTTP/2 by `SETTINGS_MAX_HEADER_LIST_SIZE`.
+//!
+//! Request heads over `limits.max_header_bytes` get a JSON 431 like every other answer.
+//! HTTP/1: hyper's parser refuses them at its read-buffer cap (`max_buf_size`), and the
+//! framing guard ([`crate::h1guard`]) replaces hyper's empty answer with ours. HTTP/2: the
+//! h2 crate would answer an empty 431 itself at `SETTINGS_MAX_HEADER_LIST_SIZE`, so that
+//! cap is set [`H2_HEADER_LIST_CAP_FACTOR`] times higher, and the proxy measures each
+//! request's header list as RFC 7541 §4.1 counts it (name + value + 32 per field,
+//! pseudo-header fields included, `proxy::h2_header_list_size`) against the limit, refusing it
+//! (431, JSON; the connection stays). Above the cap, h2 still
+//! answers its own empty 431 and refuses the stream; above 4 times the cap (h2's abuse
+//! bound) it closes the connection; clients that honour the announced setting do not send
+//! such a list at all.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -66,6 +76,12 @@ pub const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 /// HTTP/2 connection window: several streams may move at once; bounds buffered request
 /// data per connection.
 pub const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// h2's own header-list cap (`SETTINGS_MAX_HEADER_LIST_SIZE`), as a multiple of
+/// `limits.max_header_bytes`: lists between the limit and the cap get our JSON 431 (see
+/// the module docs); twice the limit keeps what one stream may hold before it is refused
+/// small.
+pub const H2_HEADER_LIST_CAP_FACTOR: u64 = 2;
 
 /// A bound listener, ready to serve.
 pub struct Listener {
@@ -285,6 +301,7 @@ async fn serve_accepted(
                 peer,
                 https: false,
                 malformed: None,
+                max_header_bytes: ctx.limits.max_header_bytes.0,
             };
             serve_guarded(stream, info, ctx, conn_ctx, handler, &builders.auto).await;
         }
@@ -359,7 +376,15 @@ fn http_builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes.0).unwrap_or(u32::MAX));
+        .max_header_list_size(
+            u32::try_from(
+                limits
+                    .max_header_bytes
+                    .0
+                    .saturating_mul(H2_HEADER_LIST_CAP_FACTOR),
+            )
+            .unwrap_or(u32::MAX),
+        );
     builder
 }
 
@@ -383,6 +408,7 @@ async fn serve_tls(
         peer,
         https: true,
         malformed: None,
+        max_header_bytes: ctx.limits.max_header_bytes.0,
     };
     match stream.get_ref().1.alpn_protocol() {
         // HTTP/2 frames its messages itself: nothing for the HTTP/1 guard to watch.
@@ -427,7 +453,8 @@ async fn serve_connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
-    let activity = Activity::new();
+    // Response bodies are shown to the framing guard through the connection's activity.
+    let activity = Activity::watched_by(guard.clone());
     let io = TokioIo::new(Tracked::new(io, Arc::clone(&activity)));
     let handler = Arc::clone(handler);
     let svc_activity = Arc::clone(&activity);

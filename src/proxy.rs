@@ -8,11 +8,30 @@
 //!
 //! Before routing, every request goes through the checks that apply to the listener as a
 //! whole, in this order: a head the HTTP/1 framing guard refused ([`crate::h1guard`]) → 400
-//! and the connection closed; the client's rate limit ([`crate::ratelimit`]) → 429 with
-//! `Retry-After`; an announced body length over `limits.max_body_bytes` → 413. The client
-//! address they use is the peer's, or `X-Forwarded-For`'s behind `trusted_proxies`
-//! ([`headers::client_addr`]). Their answers are counted under the pool the request would
-//! have gone to (`none` without a route).
+//! and the connection closed, or an HTTP/2 header list over `limits.max_header_bytes`
+//! ([`h2_header_list_size`]; h2's own cap is set higher, see [`crate::listener`]) → 431 on
+//! that stream; the target form (below); the client's
+//! rate limit ([`crate::ratelimit`]) → 429 with `Retry-After`; an announced body length over
+//! `limits.max_body_bytes` → 413. The client address they use is the peer's, or
+//! `X-Forwarded-For`'s behind `trusted_proxies` ([`headers::client_addr`]). Their answers
+//! are counted under the pool the request would have gone to (`none` without a route).
+//!
+//! Request targets a reverse proxy cannot forward are refused: `CONNECT` (any protocol
+//! version), an authority-form target (`host:port`) with another method, and an
+//! asterisk-form target (`*`) with any method but `OPTIONS` → 400, on HTTP/1 with the
+//! connection closed (what follows a `CONNECT` head may be tunnel bytes, never to be read as
+//! HTTP). `OPTIONS *` asks about the server itself (RFC 9110 §9.3.7), and the server the
+//! client talks to is the balancer: it answers `200` with no content, whatever the routes,
+//! and no node sees it.
+//!
+//! Answers made here are JSON, or gRPC-shaped for gRPC requests ([`crate::error`]).
+//!
+//! HTTP/1.0 clients: HTTP/1.0 has no chunked encoding, so a node's response of unknown
+//! length can only be ended by closing the connection — and hyper, asked for keep-alive,
+//! would still announce `Connection: keep-alive` and then close, leaving the client waiting
+//! for an answer that never comes (`ab -k` counts failures). Such a response is sent as an
+//! HTTP/1.0 head with `Connection: close` (`http10_framing`); one with a known length keeps
+//! the connection alive as asked. (The answers made here all have a known length.)
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -20,9 +39,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::{ready, Either};
-use http::header::{HeaderValue, CONNECTION, COOKIE, HOST, RETRY_AFTER};
-use http::uri::PathAndQuery;
-use http::{Request, Response, Version};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, RETRY_AFTER};
+use http::uri::{PathAndQuery, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -33,7 +52,7 @@ use tokio_util::task::TaskTracker;
 use crate::accesslog::{AccessLog, Record};
 use crate::body::{Completion, PendingLog, ResponseBody};
 use crate::config::HashKey;
-use crate::error::ProxyError;
+use crate::error::{self, ProxyError};
 use crate::h1guard::Violation;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::{Metrics, Outcome, PoolMetrics, NO_POOL};
@@ -57,6 +76,9 @@ pub struct ConnInfo {
     /// Set for the one request whose head the HTTP/1 framing guard refused: it is answered
     /// 400 and the connection closed, and never forwarded.
     pub malformed: Option<Violation>,
+    /// `limits.max_header_bytes` of the listener: HTTP/2 header lists are measured against
+    /// it here (HTTP/1 heads by hyper's parser).
+    pub max_header_bytes: u64,
 }
 
 /// Handles of the listener a request arrived on, resolved once when the listener starts
@@ -70,6 +92,10 @@ pub struct ListenerInfo {
 /// Why a request is refused before routing.
 enum Refusal {
     Malformed(Violation),
+    /// An HTTP/2 header list over `limits.max_header_bytes` ([`h2_header_list_size`]).
+    HeadersTooLarge,
+    /// `CONNECT`, or a target form the method does not allow ([`target_refusal`]).
+    Target(ProxyError),
     RateLimited(Refused),
     BodyTooLarge,
 }
@@ -116,6 +142,10 @@ impl Proxy {
         let start = Instant::now();
         // A request without an id gets one: sent upstream (see `Forwarding`) and answered.
         let (request_id, generated) = headers::request_id(req.headers());
+        // Answers made here take the shape the client reads: gRPC (which exists over HTTP/2
+        // only; HTTP/1 requests skip the look-up) or JSON.
+        let grpc = req.version() == Version::HTTP_2 && error::is_grpc(req.headers());
+        let head = req.method() == Method::HEAD;
 
         // One load of the snapshot per request; only the matched pool is kept past here.
         let (pool, host, client, refusal, body_limit) = {
@@ -130,6 +160,12 @@ impl Proxy {
                 .and_then(|i| snap.pools.get(i).cloned());
             let refusal = if let Some(v) = conn.malformed {
                 Some(Refusal::Malformed(v))
+            } else if req.version() == Version::HTTP_2
+                && h2_header_list_size(&req) > conn.max_header_bytes
+            {
+                Some(Refusal::HeadersTooLarge)
+            } else if let Some(e) = target_refusal(req.method(), req.uri()) {
+                Some(Refusal::Target(e))
             } else if let Some(Err(r)) =
                 limits.rate_limit.as_ref().map(|rl| rl.check(client, start))
             {
@@ -169,15 +205,28 @@ impl Proxy {
             })
         });
         let http1 = req.version() < Version::HTTP_2;
-        if let Some(refusal) = refusal {
-            let metrics = pool.as_ref().map_or(&self.no_route, |p| &p.metrics);
-            let resp = self.refuse(refusal, metrics, listener, http1, start, request_id, log);
-            return Either::Left(ready(resp));
-        }
-        let Some(pool) = pool else {
-            let resp =
-                self.local_answer(ProxyError::NoRoute, &self.no_route, start, request_id, log);
-            return Either::Left(ready(resp));
+        // HTTP/1.0 only: whether the request is a HEAD (its answer has no body).
+        let http10_head = (req.version() == Version::HTTP_10).then(|| req.method() == Method::HEAD);
+        // Answered here: refused, `OPTIONS *`, or no route.
+        let asterisk_options = req.method() == Method::OPTIONS && is_asterisk(req.uri());
+        let pool = match (refusal, pool) {
+            (None, Some(pool)) if !asterisk_options => pool,
+            (refusal, pool) => {
+                let answer = Answer {
+                    grpc,
+                    head,
+                    start,
+                    request_id,
+                    log,
+                };
+                let metrics = pool.as_ref().map_or(&self.no_route, |p| &p.metrics);
+                let resp = match refusal {
+                    Some(r) => self.refuse(r, metrics, listener, http1, answer),
+                    None if asterisk_options => self.options_asterisk(metrics, answer),
+                    None => self.local_answer(ProxyError::NoRoute, metrics, answer),
+                };
+                return Either::Left(ready(resp));
+            }
         };
         let prepared = Prepared::new(
             req,
@@ -192,12 +241,22 @@ impl Proxy {
             match this.forward(&pool, prepared, body_limit, start, log).await {
                 Ok(mut resp) => {
                     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
+                    if let Some(head) = http10_head {
+                        http10_framing(&mut resp, head);
+                    }
                     resp
                 }
                 Err((e, log)) => {
                     // The rest of an oversized body is never read: do not wait for it.
                     let close = http1 && matches!(e, ProxyError::BodyTooLarge);
-                    let mut resp = this.local_answer(e, &pool.metrics, start, request_id, log);
+                    let answer = Answer {
+                        grpc,
+                        head,
+                        start,
+                        request_id,
+                        log,
+                    };
+                    let mut resp = this.local_answer(e, &pool.metrics, answer);
                     if close {
                         resp.headers_mut()
                             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -209,33 +268,35 @@ impl Proxy {
     }
 
     /// Answer a request refused before routing (see the module docs).
-    #[allow(clippy::too_many_arguments)]
     fn refuse(
         &self,
         refusal: Refusal,
         metrics: &PoolMetrics,
         listener: &ListenerInfo,
         http1: bool,
-        start: Instant,
-        request_id: HeaderValue,
-        log: Option<Box<PendingLog>>,
+        answer: Answer,
     ) -> Response<ResponseBody> {
-        let (err, close) = match &refusal {
+        let mut retry_after = None;
+        let (err, close) = match refusal {
             Refusal::Malformed(v) => {
                 tracing::debug!(violation = v.as_str(), "malformed request refused");
                 (ProxyError::BadRequest, true)
             }
-            Refusal::RateLimited(_) => {
+            // HTTP/2 only: the stream is refused, the connection carries on.
+            Refusal::HeadersTooLarge => (ProxyError::HeadersTooLarge, false),
+            Refusal::Target(e) => (e, http1),
+            Refusal::RateLimited(r) => {
                 listener.rate_limited.inc();
+                retry_after = Some(r.retry_after_secs);
                 (ProxyError::RateLimited, false)
             }
             // The body is not read: on HTTP/1.1 the connection cannot carry another request.
             Refusal::BodyTooLarge => (ProxyError::BodyTooLarge, http1),
         };
-        let mut resp = self.local_answer(err, metrics, start, request_id, log);
-        if let Refusal::RateLimited(r) = refusal {
+        let mut resp = self.local_answer(err, metrics, answer);
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(r.retry_after_secs));
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         if close {
             // hyper closes an HTTP/1 connection after a response carrying this.
@@ -245,26 +306,54 @@ impl Proxy {
         resp
     }
 
+    /// An error answer, JSON or gRPC-shaped. Metrics and the access log record the HTTP
+    /// status it stands for even when it is gRPC-shaped (sent as 200): alerts on 5xx see it.
     fn local_answer(
         &self,
         err: ProxyError,
         metrics: &PoolMetrics,
-        start: Instant,
-        request_id: HeaderValue,
-        log: Option<Box<PendingLog>>,
+        answer: Answer,
     ) -> Response<ResponseBody> {
-        let mut resp = err.into_response();
-        let status = resp.status().as_u16();
-        // Recorded through the same path as proxied answers: metrics and the access log.
+        let status = err.status().as_u16();
+        let resp = err.into_response_for(answer.grpc);
+        self.answered(resp, status, metrics, answer)
+    }
+
+    /// `OPTIONS *`: the balancer is the server asked about (see the module docs). RFC 9110
+    /// asks for `Content-Length: 0` on an OPTIONS answer without content.
+    fn options_asterisk(&self, metrics: &PoolMetrics, answer: Answer) -> Response<ResponseBody> {
+        let mut resp = Response::new(ResponseBody::full(""));
+        resp.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        self.answered(resp, StatusCode::OK.as_u16(), metrics, answer)
+    }
+
+    /// Record an answer made here through the same path as proxied ones (metrics, access
+    /// log) and give it the request's id.
+    fn answered(
+        &self,
+        mut resp: Response<ResponseBody>,
+        status: u16,
+        metrics: &PoolMetrics,
+        answer: Answer,
+    ) -> Response<ResponseBody> {
         drop(Completion {
             in_flight: None,
             metrics: metrics.clone(),
             status,
-            start,
+            start: answer.start,
             bytes: resp.body().size_hint().exact().unwrap_or(0),
-            log,
+            log: answer.log,
         });
-        resp.headers_mut().insert(&X_REQUEST_ID, request_id);
+        resp.headers_mut().insert(&X_REQUEST_ID, answer.request_id);
+        if answer.head {
+            let len = resp.body().size_hint().exact().unwrap_or(0);
+            if len > 0 {
+                resp.headers_mut()
+                    .insert(CONTENT_LENGTH, HeaderValue::from(len));
+                *resp.body_mut() = ResponseBody::full("");
+            }
+        }
         resp
     }
 
@@ -461,6 +550,86 @@ fn client_body_error(e: &UpstreamError) -> ProxyError {
     ProxyError::BadRequest
 }
 
+/// The size of an HTTP/2 request's header list as RFC 7541 §4.1 counts it and h2 enforces
+/// `SETTINGS_MAX_HEADER_LIST_SIZE`: name + value + 32 for every field, the pseudo-header
+/// fields (`:method`, `:scheme`, `:authority`, `:path`) included.
+pub fn h2_header_list_size<B>(req: &Request<B>) -> u64 {
+    const FIELD: usize = 32;
+    let uri = req.uri();
+    let mut n = ":method".len() + req.method().as_str().len() + FIELD;
+    if let Some(s) = uri.scheme_str() {
+        n += ":scheme".len() + s.len() + FIELD;
+    }
+    if let Some(a) = uri.authority() {
+        n += ":authority".len() + a.as_str().len() + FIELD;
+    }
+    if let Some(pq) = uri.path_and_query() {
+        n += ":path".len() + pq.as_str().len() + FIELD;
+    }
+    for (name, value) in req.headers() {
+        n += name.as_str().len() + value.len() + FIELD;
+    }
+    n as u64
+}
+
+/// An HTTP/1.0 client cannot be sent a chunked body: unless the response's length is known
+/// (a `Content-Length`, an exact body size, or no body at all), the connection has to end it,
+/// and the response says so (`Connection: close`) instead of the `keep-alive` hyper would
+/// otherwise announce (see the module docs).
+#[cold]
+fn http10_framing(resp: &mut Response<ResponseBody>, head: bool) {
+    let status = resp.status();
+    let known = head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || resp.headers().contains_key(CONTENT_LENGTH)
+        || resp.body().size_hint().exact().is_some();
+    if !known {
+        // hyper adds `keep-alive` to an HTTP/1.1 response head for a client that asked for
+        // it, even next to `close` (`fix_keep_alive`); an HTTP/1.0 head without `keep-alive`
+        // makes it drop keep-alive instead. (hyper answers an HTTP/1.0 request in HTTP/1.0
+        // whatever the response says.)
+        *resp.version_mut() = Version::HTTP_10;
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+/// What an answer made by the balancer needs from its request.
+struct Answer {
+    /// Answer in gRPC's shape ([`error::is_grpc`]).
+    grpc: bool,
+    /// The request is a HEAD: the answer keeps its `Content-Length` and sends no body
+    /// (hyper leaves out a HEAD answer's body over HTTP/1.1, but sends it over HTTP/2, where
+    /// DATA on a HEAD stream is a protocol error).
+    head: bool,
+    start: Instant,
+    request_id: HeaderValue,
+    log: Option<Box<PendingLog>>,
+}
+
+/// `CONNECT`, an authority-form target (`host:port`) without `CONNECT`, or an
+/// asterisk-form target (`*`; HTTP/2's `:path` `*`) without `OPTIONS`: a reverse proxy has
+/// nothing to forward them to (see the module docs).
+fn target_refusal(method: &Method, uri: &Uri) -> Option<ProxyError> {
+    if *method == Method::CONNECT {
+        return Some(ProxyError::Connect);
+    }
+    if is_asterisk(uri) {
+        return (*method != Method::OPTIONS).then_some(ProxyError::BadTarget);
+    }
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Some(ProxyError::BadTarget);
+    }
+    None
+}
+
+/// `*` as the target (HTTP/1) or `:path` (HTTP/2, whose URI also has a scheme and host).
+fn is_asterisk(uri: &Uri) -> bool {
+    uri.path() == "*"
+}
+
 /// A request taken apart for forwarding: what every attempt needs, computed once.
 struct Prepared {
     /// What goes to the nodes; its body is filled in by [`request_body`].
@@ -618,5 +787,27 @@ fn hash_for(key: &HashKey, req: &Request<Incoming>, client: IpAddr) -> u64 {
                 (k == name).then(|| strategies::hash_key(v.as_bytes()))
             })
             .unwrap_or_else(ip_hash),
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2_header_list_size_counts_like_rfc_7541() {
+        let req = Request::builder()
+            .method("GET")
+            .uri("http://a.example/p?q")
+            .header("x-a", "12345")
+            .header("x-a", "6")
+            .body(())
+            .expect("request");
+        let want = (7 + 3 + 32)
+            + (7 + 4 + 32)
+            + (10 + 9 + 32)
+            + (5 + 4 + 32)
+            + (3 + 5 + 32)
+            + (3 + 1 + 32);
+        assert_eq!(h2_header_list_size(&req), want);
     }
 }

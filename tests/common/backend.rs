@@ -41,8 +41,10 @@ pub enum Behaviour {
     EchoBody,
     /// Reads the whole body; answers `{"len": N, "fnv": H}` (FNV-1a 64 of the bytes).
     Sink,
-    /// 200 streaming N bytes of the [`pattern`].
+    /// 200 streaming N bytes of the [`pattern`], with a `Content-Length`.
     Source(u64),
+    /// The same without a length: HTTP/1.1 sends it chunked.
+    SourceChunked(u64),
     /// Answers like `Echo` after the delay.
     Slow(Duration),
     /// Answers this status with the name as the body.
@@ -394,6 +396,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<AnyBody> 
                 HeaderValue::from_static("x-checksum"),
             );
             resp
+        }
+        Behaviour::SourceChunked(n) => {
+            respond(&state, StatusCode::OK, PatternBody::chunked(*n).boxed())
         }
         Behaviour::WebSocketEcho => {
             let wants = req

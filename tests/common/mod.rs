@@ -9,6 +9,7 @@
 //! - [`raw`]: exact bytes over TCP, for malformed and pipelined requests.
 //! - [`thirdparty`]: third-party servers (nginx, hypercorn, grpcio) and clients (curl, ab,
 //!   h2load, grpcio) for the interoperability tests.
+//! - [`programs`]: third-party programs (ab, curl, Python with grpcio), required, bounded.
 //! - [`certs`]: certificates made with rcgen (self-signed, or signed by a private CA).
 //!
 //! Each test file uses a subset of this module, hence the `dead_code` allowance.
@@ -17,6 +18,7 @@
 pub mod backend;
 pub mod certs;
 pub mod client;
+pub mod programs;
 pub mod raw;
 pub mod thirdparty;
 

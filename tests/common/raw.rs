@@ -50,6 +50,44 @@ impl RawResp {
         self.header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"))
     }
+
+    /// Check that this is an answer of the balancer's own with `status`, as every one is:
+    /// `content-type: application/json`, an `x-request-id`, a body `{"error": "..."}`.
+    /// Returns the error text.
+    pub fn json_error(&self, name: &str, status: u16) -> String {
+        assert_eq!(self.status, status, "{name}: {self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{name}: {self:?}"
+        );
+        assert!(
+            self.header("x-request-id").is_some_and(|v| !v.is_empty()),
+            "{name}: {self:?}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {:?}", self.text()));
+        v["error"]
+            .as_str()
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| panic!("{name}: no error text in {v}"))
+            .to_string()
+    }
+}
+
+/// Send `bytes` on a fresh connection, read the one answer, and check that it says
+/// `Connection: close` and the connection then closes. A write error (the balancer closed
+/// while the rest was being written) is fine: the answer is what counts.
+pub async fn answer_then_close(addr: SocketAddr, name: &str, bytes: &[u8]) -> RawResp {
+    let mut c = RawConn::connect(addr).await;
+    let _ = c.send(bytes).await;
+    let r = c
+        .read_response()
+        .await
+        .unwrap_or_else(|| panic!("{name}: the connection closed without an answer"));
+    assert!(r.closes(), "{name}: says Connection: close: {r:?}");
+    assert_eq!(c.after(WAIT).await, After::Closed, "{name}: left open");
+    r
 }
 
 /// What the connection did after the responses read so far.
