@@ -1040,8 +1040,8 @@ async fn promtool_accepts_the_metrics_exposition() {
     );
 }
 
-/// `promtool check rules` accepts the alert rules, which hold the five alerts the issue and
-/// docs/operations.md name.
+/// `promtool check rules` accepts the alert rules, which hold the seven alerts
+/// docs/operations.md names (their unit tests: deploy/prometheus/alerts_test.yaml).
 #[test]
 fn promtool_accepts_the_alert_rules() {
     let Some(promtool) = skip_without_promtool("promtool_accepts_the_alert_rules") else {
@@ -1065,7 +1065,7 @@ fn promtool_accepts_the_alert_rules() {
         file.display(),
         out.status
     );
-    assert!(report.contains("SUCCESS: 5 rules found"), "{report}");
+    assert!(report.contains("SUCCESS: 7 rules found"), "{report}");
     let text = std::fs::read_to_string(&file).expect("read the alert rules");
     for alert in [
         "SwitchyardNodeDown",
@@ -1073,6 +1073,8 @@ fn promtool_accepts_the_alert_rules() {
         "SwitchyardRedisDisconnected",
         "SwitchyardConfigReloadFailed",
         "SwitchyardHigh5xxRatio",
+        "SwitchyardRateLimitingSustained",
+        "SwitchyardConnectionsRefused",
     ] {
         assert!(
             text.contains(&format!("alert: {alert}")),

@@ -158,6 +158,15 @@ impl Switchyard {
         Switchyard::spawn(cmd, dir.clone(), dir.join("none.yaml"))
     }
 
+    /// The binary with these arguments (a subcommand that serves, such as `demo` with binds
+    /// of its own), behind `--log-format json` for the harness to read.
+    pub fn start_args(args: &[&str]) -> Switchyard {
+        let dir = unique_dir("args");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--log-format", "json"]).args(args);
+        Switchyard::spawn(cmd, dir.clone(), dir.join("none.yaml"))
+    }
+
     fn spawn(mut cmd: Command, dir: PathBuf, config: PathBuf) -> Switchyard {
         // The harness needs the INFO lines (`listening`, `switchyard ready`): an inherited
         // RUST_LOG=warn must not hide them. SWITCHYARD_TEST_RUST_LOG overrides for debugging.
