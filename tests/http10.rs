@@ -41,12 +41,12 @@ fn ab(url: &str) -> Ab {
     let mut cmd = Command::new(ab);
     cmd.args(["-k", "-n", &N.to_string(), "-c", "4", "-s", "20", url]);
     let out = run(cmd, AB_TIMEOUT);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = out.stdout_text();
     assert!(
-        out.status.success(),
-        "ab failed ({}): {text}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        out.code == Some(0),
+        "ab failed ({:?}): {text}\n{}",
+        out.code,
+        out.stderr
     );
     let field = |name: &str| -> u32 {
         text.lines()
