@@ -111,7 +111,7 @@ async fn writer(
 /// Format one line (with its newline) into `out`.
 pub fn format_record(r: &Record, format: AccessLogFormat, out: &mut String) {
     let ms = r.time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let time = crate::timefmt::rfc3339(ms.as_millis() as u64, true);
+    let time = crate::util::timefmt::rfc3339(ms.as_millis() as u64, true);
     let duration_ms = r.duration.as_secs_f64() * 1000.0;
     match format {
         AccessLogFormat::Json => {

@@ -476,7 +476,7 @@ fn out(text: &str) -> anyhow::Result<()> {
 
 /// Unix milliseconds as RFC 3339 UTC: `2024-11-22T21:52:25Z` (`.123Z` when the ms are not 0).
 pub fn rfc3339(ms: u64) -> String {
-    crate::timefmt::rfc3339(ms, false)
+    crate::util::timefmt::rfc3339(ms, false)
 }
 
 #[cfg(test)]
