@@ -39,7 +39,7 @@ use http::{HeaderMap, HeaderValue};
 use switchyard::config::{Cidr, RateLimitConfig};
 use switchyard::h1guard::GuardedIo;
 use switchyard::headers::{client_addr, X_FORWARDED_FOR};
-use switchyard::ratelimit::{RateLimiter, MAX_BUCKETS};
+use switchyard::balance::ratelimit::{RateLimiter, MAX_BUCKETS};
 
 /// A limit that never refuses during a benchmark run.
 fn generous() -> RateLimiter {

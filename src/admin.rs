@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::body::ResponseBody;
 use crate::error::json_response;
 use crate::metrics::Metrics;
-use crate::snapshot::SnapshotCell;
+use crate::balance::snapshot::SnapshotCell;
 
 /// How long an admin connection may take to send its request headers.
 const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

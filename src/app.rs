@@ -28,7 +28,7 @@ use crate::listener::{self, Listener, ProxyProtocolSlot, ServeContext, TlsSlot};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::registry;
-use crate::snapshot::{self, Resolve, SnapshotCell};
+use crate::balance::snapshot::{self, Resolve, SnapshotCell};
 use crate::tls::TlsTerminator;
 use crate::watch::{ConfigWatch, LoadedHash};
 

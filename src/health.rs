@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{HealthCheckConfig, HealthProtocol};
 use crate::metrics::Metrics;
-use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::balance::snapshot::{Snapshot, SnapshotCell};
 use crate::upstream::{self, Buffered, Outgoing, RequestBody, Transport};
 
 /// How often ejection returns are looked for.
@@ -154,7 +154,7 @@ impl HealthSupervisor {
                     let snap = snapshot.load();
                     let now = strategies::now_ms();
                     for pool in &snap.pools {
-                        crate::outlier::sweep_returns(pool, now);
+                        crate::balance::outlier::sweep_returns(pool, now);
                     }
                 }
             }

@@ -11,7 +11,7 @@
 //! and the connection closed, or an HTTP/2 header list over `limits.max_header_bytes`
 //! ([`h2_header_list_size`]; h2's own cap is set higher, see [`crate::listener`]) → 431 on
 //! that stream; the target form (below); the client's
-//! rate limit ([`crate::ratelimit`]) → 429 with `Retry-After`; an announced body length over
+//! rate limit ([`crate::balance::ratelimit`]) → 429 with `Retry-After`; an announced body length over
 //! `limits.max_body_bytes` → 413. The client address they use is the peer's, or
 //! `X-Forwarded-For`'s behind `trusted_proxies` ([`headers::client_addr`]). Their answers
 //! are counted under the pool the request would have gone to (`none` without a route).
@@ -56,9 +56,9 @@ use crate::error::{self, ProxyError};
 use crate::h1guard::Violation;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::{Metrics, Outcome, PoolMetrics, NO_POOL};
-use crate::outlier;
-use crate::ratelimit::Refused;
-use crate::snapshot::{Pool, SnapshotCell};
+use crate::balance::outlier;
+use crate::balance::ratelimit::Refused;
+use crate::balance::snapshot::{Pool, SnapshotCell};
 use crate::upstream::{
     self, Buffered, ClientBodyError, Kind, Outgoing, RequestBody, Target, UpstreamError,
 };

@@ -58,7 +58,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, RedisConfig};
 use crate::metrics::Metrics;
-use crate::snapshot::{Registry, RegistryNode};
+use crate::balance::snapshot::{Registry, RegistryNode};
 
 /// How long a TCP (and TLS) connection to Redis may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

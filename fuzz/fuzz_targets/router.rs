@@ -20,7 +20,7 @@ use http::Uri;
 use libfuzzer_sys::fuzz_target;
 use switchyard::config::validate::{check_host_pattern, check_path_prefix};
 use switchyard::headers::request_host;
-use switchyard::router::{strip_port, Route, Router};
+use switchyard::balance::router::{strip_port, Route, Router};
 
 #[derive(Arbitrary, Debug)]
 struct RouteIn {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use strategies::Health;
 
 use crate::config::OutlierConfig;
-use crate::snapshot::{Node, Pool};
+use crate::balance::snapshot::{Node, Pool};
 
 /// The longest an ejection lasts however often a node is ejected (Envoy's default cap).
 pub const MAX_EJECTION: Duration = Duration::from_secs(300);

@@ -16,12 +16,12 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 use strategies::{Kind, NodeStats, SharedState, Strategy};
 
-use crate::budget::RetryBudget;
+use crate::balance::budget::RetryBudget;
 use crate::config::{HashKey, LoadedConfig, PoolConfig, RetryOn, UpstreamProtocol};
 use crate::metrics::{Metrics, NodeMetrics, PoolMetrics};
-use crate::outlier::OutlierState;
-use crate::ratelimit::RateLimiter;
-use crate::router::{Route, Router};
+use crate::balance::outlier::OutlierState;
+use crate::balance::ratelimit::RateLimiter;
+use crate::balance::router::{Route, Router};
 use crate::upstream::{self, NodeConns, Protocol, TlsSettings, Transport, TransportSettings};
 
 /// Idle connections kept per node when `max_connections_per_node` is not set.
