@@ -38,7 +38,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue};
 use switchyard::config::{Cidr, RateLimitConfig};
 use switchyard::h1guard::GuardedIo;
-use switchyard::headers::{client_addr, X_FORWARDED_FOR};
+use switchyard::proxy::headers::{client_addr, X_FORWARDED_FOR};
 use switchyard::balance::ratelimit::{RateLimiter, MAX_BUCKETS};
 
 /// A limit that never refuses during a benchmark run.

@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::body::ResponseBody;
-use crate::error::json_response;
+use crate::proxy::body::ResponseBody;
+use crate::proxy::answer::json_response;
 use crate::metrics::Metrics;
 use crate::balance::snapshot::SnapshotCell;
 

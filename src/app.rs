@@ -20,13 +20,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accesslog::AccessLog;
+use crate::proxy::accesslog::AccessLog;
 use crate::admin::{self, AdminState, ReloadRequest};
 use crate::config::{self, LoadedConfig};
 use crate::health::HealthSupervisor;
 use crate::listener::{self, Listener, ProxyProtocolSlot, ServeContext, TlsSlot};
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
+use crate::proxy::handler::Proxy;
 use crate::registry;
 use crate::balance::snapshot::{self, Resolve, SnapshotCell};
 use crate::tls::TlsTerminator;

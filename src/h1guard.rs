@@ -77,7 +77,7 @@ use bytes::Bytes;
 use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::error::ProxyError;
+use crate::proxy::answer::ProxyError;
 
 /// The longest method accepted. The longest registered ones are 17 bytes
 /// (`UPDATEREDIRECTREF`); anything far beyond that is garbage or an attack.
@@ -411,7 +411,7 @@ impl Automatic {
             .find(|(s, _)| *s == self.status)
             .copied()
             .unwrap_or(AUTOMATIC_STATUS_LINES[0]);
-        let id = crate::headers::new_request_id();
+        let id = crate::proxy::headers::new_request_id();
         let mut out = Vec::with_capacity(256);
         out.extend_from_slice(&self.version);
         out.extend_from_slice(line);

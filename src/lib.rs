@@ -25,27 +25,22 @@
 //! - [`accesslog`]: one structured line per request, written off the request path;
 //! - [`demo`]: the built-in demo.
 
-pub mod accesslog;
 pub mod admin;
 pub mod app;
-pub mod body;
 pub mod config;
 pub mod conn_timeout;
 pub mod demo;
-pub mod error;
 pub mod h1guard;
-pub mod headers;
 pub mod health;
 mod iowrap;
 pub mod listener;
 pub mod metrics;
 pub mod node_cli;
-pub mod proxy;
 pub mod proxy_protocol;
 pub mod registry;
 pub mod tls;
-pub mod tunnel;
 pub mod upstream;
 pub mod watch;
 pub mod util;
 pub mod balance;
+pub mod proxy;

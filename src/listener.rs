@@ -57,7 +57,7 @@ use crate::config::LimitsConfig;
 use crate::conn_timeout::{Activity, Check, Expired, Timeouts, Tracked, TrackedBody};
 use crate::h1guard::{GuardHandle, GuardedIo};
 use crate::metrics::Metrics;
-use crate::proxy::{ConnInfo, ListenerInfo, Proxy};
+use crate::proxy::handler::{ConnInfo, ListenerInfo, Proxy};
 use crate::proxy_protocol;
 use crate::tls::TlsTerminator;
 

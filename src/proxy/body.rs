@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use strategies::InFlight;
 
-use crate::accesslog::{AccessLog, Record};
+use crate::proxy::accesslog::{AccessLog, Record};
 use crate::metrics::PoolMetrics;
 use crate::upstream::{self, BodyError, IdleTimer};
 

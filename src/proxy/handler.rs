@@ -24,7 +24,7 @@
 //! client talks to is the balancer: it answers `200` with no content, whatever the routes,
 //! and no node sees it.
 //!
-//! Answers made here are JSON, or gRPC-shaped for gRPC requests ([`crate::error`]).
+//! Answers made here are JSON, or gRPC-shaped for gRPC requests ([`crate::proxy::answer`]).
 //!
 //! HTTP/1.0 clients: HTTP/1.0 has no chunked encoding, so a node's response of unknown
 //! length can only be ended by closing the connection — and hyper, asked for keep-alive,
@@ -49,12 +49,12 @@ use prometheus::IntCounter;
 use strategies::PickContext;
 use tokio_util::task::TaskTracker;
 
-use crate::accesslog::{AccessLog, Record};
-use crate::body::{Completion, PendingLog, ResponseBody};
+use crate::proxy::accesslog::{AccessLog, Record};
+use crate::proxy::body::{Completion, PendingLog, ResponseBody};
 use crate::config::HashKey;
-use crate::error::{self, ProxyError};
+use crate::proxy::answer::{self, ProxyError};
 use crate::h1guard::Violation;
-use crate::headers::{self, X_REQUEST_ID};
+use crate::proxy::headers::{self, X_REQUEST_ID};
 use crate::metrics::{Metrics, Outcome, PoolMetrics, NO_POOL};
 use crate::balance::outlier;
 use crate::balance::ratelimit::Refused;
@@ -105,7 +105,7 @@ pub struct Proxy {
     pub snapshot: Arc<SnapshotCell>,
     pub metrics: Metrics,
     /// The supervisor's task tracker: upgraded (WebSocket) tunnels are spawned on it so
-    /// that shutdown waits for them like for any other connection ([`crate::tunnel`]).
+    /// that shutdown waits for them like for any other connection ([`crate::proxy::tunnel`]).
     tracker: TaskTracker,
     /// The access log, when it is on.
     access_log: Option<AccessLog>,
@@ -144,7 +144,7 @@ impl Proxy {
         let (request_id, generated) = headers::request_id(req.headers());
         // Answers made here take the shape the client reads: gRPC (which exists over HTTP/2
         // only; HTTP/1 requests skip the look-up) or JSON.
-        let grpc = req.version() == Version::HTTP_2 && error::is_grpc(req.headers());
+        let grpc = req.version() == Version::HTTP_2 && answer::is_grpc(req.headers());
         let head = req.method() == Method::HEAD;
 
         // One load of the snapshot per request; only the matched pool is kept past here.
@@ -472,7 +472,7 @@ impl Proxy {
                         match (ex.upgraded, p.downstream_upgrade.take()) {
                             (Some(up), Some(down)) => {
                                 self.tracker
-                                    .spawn(crate::tunnel::run(down, up, pool.idle_timeout));
+                                    .spawn(crate::proxy::tunnel::run(down, up, pool.idle_timeout));
                             }
                             _ => headers::strip_hop_by_hop(resp.headers_mut(), false),
                         }
@@ -598,7 +598,7 @@ fn http10_framing(resp: &mut Response<ResponseBody>, head: bool) {
 
 /// What an answer made by the balancer needs from its request.
 struct Answer {
-    /// Answer in gRPC's shape ([`error::is_grpc`]).
+    /// Answer in gRPC's shape ([`answer::is_grpc`]).
     grpc: bool,
     /// The request is a HEAD: the answer keeps its `Content-Length` and sends no body
     /// (hyper leaves out a HEAD answer's body over HTTP/1.1, but sends it over HTTP/2, where

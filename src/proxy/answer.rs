@@ -29,7 +29,7 @@
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Response, StatusCode};
 
-use crate::body::ResponseBody;
+use crate::proxy::body::ResponseBody;
 use crate::upstream::{Kind, UpstreamError};
 
 /// A request the balancer answers itself.
