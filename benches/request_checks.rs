@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue};
 use switchyard::config::{Cidr, RateLimitConfig};
-use switchyard::h1guard::GuardedIo;
+use switchyard::downstream::h1guard::GuardedIo;
 use switchyard::proxy::headers::{client_addr, X_FORWARDED_FOR};
 use switchyard::balance::ratelimit::{RateLimiter, MAX_BUCKETS};
 

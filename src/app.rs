@@ -24,7 +24,7 @@ use crate::proxy::accesslog::AccessLog;
 use crate::admin::{self, AdminState, ReloadRequest};
 use crate::config::{self, LoadedConfig};
 use crate::health::HealthSupervisor;
-use crate::listener::{self, Listener, ProxyProtocolSlot, ServeContext, TlsSlot};
+use crate::downstream::listener::{self, Listener, ProxyProtocolSlot, ServeContext, TlsSlot};
 use crate::metrics::Metrics;
 use crate::proxy::handler::Proxy;
 use crate::registry;

@@ -52,7 +52,7 @@ pub enum ProxyError {
     #[error("request headers too large")]
     HeadersTooLarge,
     /// Only from hyper's HTTP/1 parser (a target over 65,534 bytes), answered by the
-    /// framing guard ([`crate::h1guard`]).
+    /// framing guard ([`crate::downstream::h1guard`]).
     #[error("request target too long")]
     UriTooLong,
     /// The client's request body stalled past the pool's idle timeout.

@@ -7,9 +7,9 @@
 //! both ways after the upstream's `101`.
 //!
 //! Before routing, every request goes through the checks that apply to the listener as a
-//! whole, in this order: a head the HTTP/1 framing guard refused ([`crate::h1guard`]) → 400
+//! whole, in this order: a head the HTTP/1 framing guard refused ([`crate::downstream::h1guard`]) → 400
 //! and the connection closed, or an HTTP/2 header list over `limits.max_header_bytes`
-//! ([`h2_header_list_size`]; h2's own cap is set higher, see [`crate::listener`]) → 431 on
+//! ([`h2_header_list_size`]; h2's own cap is set higher, see [`crate::downstream::listener`]) → 431 on
 //! that stream; the target form (below); the client's
 //! rate limit ([`crate::balance::ratelimit`]) → 429 with `Retry-After`; an announced body length over
 //! `limits.max_body_bytes` → 413. The client address they use is the peer's, or
@@ -53,7 +53,7 @@ use crate::proxy::accesslog::{AccessLog, Record};
 use crate::proxy::body::{Completion, PendingLog, ResponseBody};
 use crate::config::HashKey;
 use crate::proxy::answer::{self, ProxyError};
-use crate::h1guard::Violation;
+use crate::downstream::h1guard::Violation;
 use crate::proxy::headers::{self, X_REQUEST_ID};
 use crate::metrics::{Metrics, Outcome, PoolMetrics, NO_POOL};
 use crate::balance::outlier;

@@ -1,6 +1,6 @@
 //! Plumbing for IO wrappers below hyper that only watch what is *read*
-//! ([`crate::conn_timeout::Tracked`]): their write side is a plain pass-through, written
-//! once here. ([`crate::h1guard::GuardedIo`] watches its writes too and has its own.)
+//! ([`crate::downstream::conn_timeout::Tracked`]): their write side is a plain pass-through, written
+//! once here. ([`crate::downstream::h1guard::GuardedIo`] watches its writes too and has its own.)
 
 /// `impl AsyncWrite for $ty<T>` forwarding every call to the wrapper's `inner` field.
 macro_rules! forward_async_write {

@@ -56,7 +56,7 @@
 //!   (hyper writes nothing after it), and bytes before it go out first, unchanged. A
 //!   response *body* could still end with the same bytes while the client has already sent
 //!   the start of its next head (pipelining): every response body frame is shown to the
-//!   guard ([`GuardHandle::note_body_frame`], from `crate::conn_timeout::TrackedBody`),
+//!   guard ([`GuardHandle::note_body_frame`], from `crate::downstream::conn_timeout::TrackedBody`),
 //!   and once a body ends in a way that could complete such an answer, the connection is
 //!   never rewritten again — it keeps hyper's empty answer rather than risk altering a
 //!   response.
@@ -172,7 +172,7 @@ impl GuardHandle {
     /// it ends with (as hyper writes them, with or without the `\r\n` that ends a chunk)
     /// could end hyper's automatic answer, the write side stops replacing on this
     /// connection, so no body can pass for that answer. Trailers end in a header line and
-    /// count as such an end. A few instructions per frame (`crate::conn_timeout::TrackedBody`
+    /// count as such an end. A few instructions per frame (`crate::downstream::conn_timeout::TrackedBody`
     /// calls it for every frame of an HTTP/1 connection).
     #[inline]
     pub fn note_body_frame(&self, frame: &Frame<Bytes>) {

@@ -18,13 +18,13 @@
 //!
 //! Per connection, in order: the `limits.max_connections` cap (over it, the connection is
 //! closed at once and counted); on a `proxy_protocol` listener the PROXY header
-//! ([`crate::proxy_protocol`]), whose source address becomes the client address; the TLS
-//! handshake; then HTTP, with the header-read and idle timeouts of [`crate::conn_timeout`]
+//! ([`crate::downstream::proxy_protocol`]), whose source address becomes the client address; the TLS
+//! handshake; then HTTP, with the header-read and idle timeouts of [`crate::downstream::conn_timeout`]
 //! (hyper's own header timeout is off: it would also cut idle keep-alive connections).
 //!
 //! Request heads over `limits.max_header_bytes` get a JSON 431 like every other answer.
 //! HTTP/1: hyper's parser refuses them at its read-buffer cap (`max_buf_size`), and the
-//! framing guard ([`crate::h1guard`]) replaces hyper's empty answer with ours. HTTP/2: the
+//! framing guard ([`crate::downstream::h1guard`]) replaces hyper's empty answer with ours. HTTP/2: the
 //! h2 crate would answer an empty 431 itself at `SETTINGS_MAX_HEADER_LIST_SIZE`, so that
 //! cap is set [`H2_HEADER_LIST_CAP_FACTOR`] times higher, and the proxy measures each
 //! request's header list as RFC 7541 §4.1 counts it (name + value + 32 per field,
@@ -54,11 +54,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::LimitsConfig;
-use crate::conn_timeout::{Activity, Check, Expired, Timeouts, Tracked, TrackedBody};
-use crate::h1guard::{GuardHandle, GuardedIo};
+use crate::downstream::conn_timeout::{Activity, Check, Expired, Timeouts, Tracked, TrackedBody};
+use crate::downstream::h1guard::{GuardHandle, GuardedIo};
 use crate::metrics::Metrics;
 use crate::proxy::handler::{ConnInfo, ListenerInfo, Proxy};
-use crate::proxy_protocol;
+use crate::downstream::proxy_protocol;
 use crate::tls::TlsTerminator;
 
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
@@ -439,7 +439,7 @@ async fn serve_guarded<S>(
     serve_connection(io, info, Some(guard), ctx, conn_ctx, handler, builder).await;
 }
 
-/// Serve HTTP on `io` until the client closes, a timeout of [`crate::conn_timeout`] closes
+/// Serve HTTP on `io` until the client closes, a timeout of [`crate::downstream::conn_timeout`] closes
 /// it, or shutdown closes it politely.
 async fn serve_connection<I>(
     io: I,

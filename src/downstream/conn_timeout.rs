@@ -41,7 +41,7 @@ use http::Version;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::h1guard::GuardHandle;
+use crate::downstream::h1guard::GuardHandle;
 
 /// `head_started_ms` when no request head has started since the connection went idle.
 const NONE: u64 = u64::MAX;
@@ -301,7 +301,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
     }
 }
 
-crate::iowrap::forward_async_write!(Tracked);
+crate::downstream::iowrap::forward_async_write!(Tracked);
 
 #[cfg(test)]
 mod tests {
