@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::app::Supervisor;
+use crate::control::supervisor::Supervisor;
 use crate::config::{self, LoadedConfig};
 
 /// Start the demo backends and the balancer, print how to try it, serve until a signal.

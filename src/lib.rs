@@ -25,18 +25,14 @@
 //! - [`accesslog`]: one structured line per request, written off the request path;
 //! - [`demo`]: the built-in demo.
 
-pub mod admin;
-pub mod app;
 pub mod config;
 pub mod demo;
-pub mod health;
 pub mod metrics;
 pub mod node_cli;
-pub mod registry;
 pub mod tls;
 pub mod upstream;
-pub mod watch;
 pub mod util;
 pub mod balance;
 pub mod proxy;
 pub mod downstream;
+pub mod control;

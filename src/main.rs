@@ -1,12 +1,14 @@
 //! The `switchyard` command line: parse arguments, set up logging, start the runtime, and
-//! hand over to the library (`switchyard::app`). Errors end here, printed for a human.
+//! hand over to the library (`switchyard::control::supervisor`). Errors end here, printed
+//! for a human.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use switchyard::{app, config, demo, node_cli};
+use switchyard::control::supervisor::Supervisor;
+use switchyard::{config, demo, node_cli};
 
 /// mimalloc instead of glibc malloc: the request path allocates and frees many small
 /// objects (header maps, bodies, futures), and profiling showed glibc's free-list
@@ -97,7 +99,7 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     })?;
     let rt = runtime(loaded.config.workers)?;
     rt.block_on(async move {
-        let sup = app::Supervisor::start(loaded, Some(path)).await?;
+        let sup = Supervisor::start(loaded, Some(path)).await?;
         sup.run().await
     })
 }

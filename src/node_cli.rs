@@ -22,7 +22,7 @@ use clap::{Args, Subcommand};
 use redis::aio::MultiplexedConnection;
 
 use crate::config::Dur;
-use crate::registry::{
+use crate::control::registry::{
     connection_config, open_client, parse_value, pool_key, redact_url, unix_ms, validate_addr,
     EntryValue, COMMAND_TIMEOUT, CONNECT_TIMEOUT, MAX_WEIGHT,
 };

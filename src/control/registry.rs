@@ -11,7 +11,7 @@
 //!   never overwrite a newer one. It keeps the raw hash of each configured pool, validates
 //!   the entries and sends the supervisor the full, effective node set of every pool whose
 //!   set changed ([`RegistryUpdate`]).
-//! - The **supervisor** ([`crate::app`]) is the only place that builds and swaps snapshots.
+//! - The **supervisor** ([`crate::control::supervisor`]) is the only place that builds and swaps snapshots.
 //!   Its end of the channel is a [`Link`]: it drains every pending update before one rebuild
 //!   (a burst of messages costs a few rebuilds, not one each), and it also starts, restarts
 //!   and stops the task when a reload changes the `redis` section. Updates carry the
