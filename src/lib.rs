@@ -25,14 +25,13 @@
 //! - [`accesslog`]: one structured line per request, written off the request path;
 //! - [`demo`]: the built-in demo.
 
+pub mod balance;
+pub mod cli;
 pub mod config;
-pub mod demo;
+pub mod control;
+pub mod downstream;
 pub mod metrics;
-pub mod node_cli;
+pub mod proxy;
 pub mod tls;
 pub mod upstream;
 pub mod util;
-pub mod balance;
-pub mod proxy;
-pub mod downstream;
-pub mod control;

@@ -7,8 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use switchyard::cli::{demo, node};
+use switchyard::config;
 use switchyard::control::supervisor::Supervisor;
-use switchyard::{config, demo, node_cli};
 
 /// mimalloc instead of glibc malloc: the request path allocates and frees many small
 /// objects (header maps, bodies, futures), and profiling showed glibc's free-list
@@ -56,7 +57,7 @@ enum Command {
     /// Register, deregister and list nodes in the Redis registry.
     Node {
         #[command(subcommand)]
-        command: node_cli::NodeCommand,
+        command: node::NodeCommand,
     },
 }
 
@@ -69,7 +70,7 @@ fn main() -> ExitCode {
         Command::Demo { bind, admin_bind } => {
             exit(runtime(0).and_then(|rt| rt.block_on(demo::run(&bind, &admin_bind))))
         }
-        Command::Node { command } => exit(node_cli::run(command)),
+        Command::Node { command } => exit(node::run(command)),
     }
 }
 

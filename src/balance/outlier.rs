@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use strategies::Health;
 
-use crate::config::OutlierConfig;
 use crate::balance::snapshot::{Node, Pool};
+use crate::config::OutlierConfig;
 
 /// The longest an ejection lasts however often a node is ejected (Envoy's default cap).
 pub const MAX_EJECTION: Duration = Duration::from_secs(300);

@@ -17,11 +17,11 @@ use http::uri::Authority;
 use strategies::{Kind, NodeStats, SharedState, Strategy};
 
 use crate::balance::budget::RetryBudget;
-use crate::config::{HashKey, LoadedConfig, PoolConfig, RetryOn, UpstreamProtocol};
-use crate::metrics::{Metrics, NodeMetrics, PoolMetrics};
 use crate::balance::outlier::OutlierState;
 use crate::balance::ratelimit::RateLimiter;
 use crate::balance::router::{Route, Router};
+use crate::config::{HashKey, LoadedConfig, PoolConfig, RetryOn, UpstreamProtocol};
+use crate::metrics::{Metrics, NodeMetrics, PoolMetrics};
 use crate::upstream::{self, NodeConns, Protocol, TlsSettings, Transport, TransportSettings};
 
 /// Idle connections kept per node when `max_connections_per_node` is not set.

@@ -21,10 +21,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::proxy::body::ResponseBody;
-use crate::proxy::answer::json_response;
-use crate::metrics::Metrics;
 use crate::balance::snapshot::SnapshotCell;
+use crate::metrics::Metrics;
+use crate::proxy::answer::json_response;
+use crate::proxy::body::ResponseBody;
 
 /// How long an admin connection may take to send its request headers.
 const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -31,9 +31,9 @@ use strategies::{Health, NodeStats};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::balance::snapshot::{Snapshot, SnapshotCell};
 use crate::config::{HealthCheckConfig, HealthProtocol};
 use crate::metrics::Metrics;
-use crate::balance::snapshot::{Snapshot, SnapshotCell};
 use crate::upstream::{self, Buffered, Outgoing, RequestBody, Transport};
 
 /// How often ejection returns are looked for.

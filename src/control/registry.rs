@@ -56,9 +56,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::balance::snapshot::{Registry, RegistryNode};
 use crate::config::{Config, RedisConfig};
 use crate::metrics::Metrics;
-use crate::balance::snapshot::{Registry, RegistryNode};
 
 /// How long a TCP (and TLS) connection to Redis may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -20,17 +20,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::proxy::accesslog::AccessLog;
-use crate::control::admin::{self, AdminState, ReloadRequest};
+use crate::balance::snapshot::{self, Resolve, SnapshotCell};
 use crate::config::{self, LoadedConfig};
+use crate::control::admin::{self, AdminState, ReloadRequest};
 use crate::control::health::HealthSupervisor;
+use crate::control::registry;
+use crate::control::watch::{ConfigWatch, LoadedHash};
 use crate::downstream::listener::{self, Listener, ProxyProtocolSlot, ServeContext, TlsSlot};
 use crate::metrics::Metrics;
+use crate::proxy::accesslog::AccessLog;
 use crate::proxy::handler::Proxy;
-use crate::control::registry;
-use crate::balance::snapshot::{self, Resolve, SnapshotCell};
 use crate::tls::TlsTerminator;
-use crate::control::watch::{ConfigWatch, LoadedHash};
 
 /// Addresses actually bound (port 0 in the config becomes a real port).
 #[derive(Debug, Clone)]

@@ -56,9 +56,9 @@ use tokio_util::task::TaskTracker;
 use crate::config::LimitsConfig;
 use crate::downstream::conn_timeout::{Activity, Check, Expired, Timeouts, Tracked, TrackedBody};
 use crate::downstream::h1guard::{GuardHandle, GuardedIo};
+use crate::downstream::proxy_protocol;
 use crate::metrics::Metrics;
 use crate::proxy::handler::{ConnInfo, ListenerInfo, Proxy};
-use crate::downstream::proxy_protocol;
 use crate::tls::TlsTerminator;
 
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.

@@ -1,7 +1,7 @@
 //! Downstream: client connections, from the accept to the requests handed to the proxy.
 
-pub mod listener;
 pub mod conn_timeout;
 pub mod h1guard;
-pub mod proxy_protocol;
 mod iowrap;
+pub mod listener;
+pub mod proxy_protocol;

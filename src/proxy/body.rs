@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use strategies::InFlight;
 
-use crate::proxy::accesslog::{AccessLog, Record};
 use crate::metrics::PoolMetrics;
+use crate::proxy::accesslog::{AccessLog, Record};
 use crate::upstream::{self, BodyError, IdleTimer};
 
 /// Accounting that ends with the response body: in-flight release, request metrics and

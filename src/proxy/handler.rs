@@ -49,16 +49,16 @@ use prometheus::IntCounter;
 use strategies::PickContext;
 use tokio_util::task::TaskTracker;
 
-use crate::proxy::accesslog::{AccessLog, Record};
-use crate::proxy::body::{Completion, PendingLog, ResponseBody};
-use crate::config::HashKey;
-use crate::proxy::answer::{self, ProxyError};
-use crate::downstream::h1guard::Violation;
-use crate::proxy::headers::{self, X_REQUEST_ID};
-use crate::metrics::{Metrics, Outcome, PoolMetrics, NO_POOL};
 use crate::balance::outlier;
 use crate::balance::ratelimit::Refused;
 use crate::balance::snapshot::{Pool, SnapshotCell};
+use crate::config::HashKey;
+use crate::downstream::h1guard::Violation;
+use crate::metrics::{Metrics, Outcome, PoolMetrics, NO_POOL};
+use crate::proxy::accesslog::{AccessLog, Record};
+use crate::proxy::answer::{self, ProxyError};
+use crate::proxy::body::{Completion, PendingLog, ResponseBody};
+use crate::proxy::headers::{self, X_REQUEST_ID};
 use crate::upstream::{
     self, Buffered, ClientBodyError, Kind, Outgoing, RequestBody, Target, UpstreamError,
 };
@@ -471,8 +471,11 @@ impl Proxy {
                         }
                         match (ex.upgraded, p.downstream_upgrade.take()) {
                             (Some(up), Some(down)) => {
-                                self.tracker
-                                    .spawn(crate::proxy::tunnel::run(down, up, pool.idle_timeout));
+                                self.tracker.spawn(crate::proxy::tunnel::run(
+                                    down,
+                                    up,
+                                    pool.idle_timeout,
+                                ));
                             }
                             _ => headers::strip_hop_by_hop(resp.headers_mut(), false),
                         }

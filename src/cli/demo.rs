@@ -14,8 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::control::supervisor::Supervisor;
 use crate::config::{self, LoadedConfig};
+use crate::control::supervisor::Supervisor;
 
 /// Start the demo backends and the balancer, print how to try it, serve until a signal.
 pub async fn run(bind: &str, admin_bind: &str) -> anyhow::Result<()> {
