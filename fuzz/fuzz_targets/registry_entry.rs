@@ -15,7 +15,8 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use switchyard::config::validate::check_node_addr;
-use switchyard::control::registry::{judge, parse_value, validate_addr, Verdict, MAX_WEIGHT};
+use switchyard::config::validate::MAX_WEIGHT;
+use switchyard::control::registry::{judge, parse_value, validate_addr, Verdict};
 
 #[derive(Arbitrary, Debug)]
 struct Entry {

@@ -26,7 +26,7 @@ pub struct OutlierState {
     consecutive_failures: AtomicU32,
     /// Ejections since the node last served well; drives the exponential back-off.
     ejections: AtomicU32,
-    /// When the last ejection ends ([`strategies::now_ms`] time), to reset `ejections`
+    /// When the last ejection ends ([`crate::util::clock::now_ms`] time), to reset `ejections`
     /// once the node has behaved for as long again.
     last_ejection_end_ms: AtomicU64,
     /// Length of the last ejection in ms.

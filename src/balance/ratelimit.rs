@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use crate::config::RateLimitConfig;
+use crate::util::sync::lock;
 
 /// Shards of the bucket table: enough that worker threads rarely meet on one lock.
 pub const SHARDS: usize = 64;
@@ -234,14 +235,11 @@ impl BucketTable {
         // the data is still usable.
         let folded = (key as u64) ^ ((key >> 64) as u64);
         let i = (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % SHARDS;
-        self.shards[i].0.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.shards[i].0)
     }
 
     fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.0.lock().unwrap_or_else(|p| p.into_inner()).map.len())
-            .sum()
+        self.shards.iter().map(|s| lock(&s.0).map.len()).sum()
     }
 }
 

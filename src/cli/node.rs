@@ -21,11 +21,13 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Subcommand};
 use redis::aio::MultiplexedConnection;
 
+use crate::config::validate::MAX_WEIGHT;
 use crate::config::Dur;
 use crate::control::registry::{
-    connection_config, open_client, parse_value, pool_key, redact_url, unix_ms, validate_addr,
-    EntryValue, COMMAND_TIMEOUT, CONNECT_TIMEOUT, MAX_WEIGHT,
+    connection_config, open_client, parse_value, pool_key, redact_url, validate_addr, EntryValue,
+    COMMAND_TIMEOUT, CONNECT_TIMEOUT,
 };
+use crate::util::clock::unix_ms;
 
 /// The `switchyard node` subcommands.
 #[derive(Subcommand, Debug)]

@@ -25,6 +25,7 @@ use crate::balance::snapshot::SnapshotCell;
 use crate::metrics::Metrics;
 use crate::proxy::answer::json_response;
 use crate::proxy::body::ResponseBody;
+use crate::util::clock;
 
 /// How long an admin connection may take to send its request headers.
 const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -145,7 +146,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Response
 fn metrics(state: &AdminState) -> Response<ResponseBody> {
     // Gauges that mirror live node state are filled in now rather than on every request.
     let snap = state.snapshot.load();
-    let now = strategies::now_ms();
+    let now = clock::now_ms();
     for pool in &snap.pools {
         for node in &pool.nodes {
             let labels = [pool.name.as_str(), node.addr.as_str()];
@@ -199,7 +200,7 @@ struct NodeDoc<'a> {
 
 fn pools(state: &AdminState) -> Response<ResponseBody> {
     let snap = state.snapshot.load();
-    let now = strategies::now_ms();
+    let now = clock::now_ms();
     let doc = PoolsDoc {
         pools: snap
             .pools

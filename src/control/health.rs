@@ -35,6 +35,9 @@ use crate::balance::snapshot::{Snapshot, SnapshotCell};
 use crate::config::{HealthCheckConfig, HealthProtocol};
 use crate::metrics::Metrics;
 use crate::upstream::{self, Buffered, Outgoing, RequestBody, Transport};
+use crate::util::clock;
+use crate::util::random;
+use crate::util::sync::lock;
 
 /// How often ejection returns are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -115,10 +118,7 @@ impl HealthSupervisor {
                 );
             }
         }
-        let mut probes = match self.probes.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut probes = lock(&self.probes);
         probes.retain(|key, running| {
             let keep = wanted.get(key).is_some_and(|(s, _, _)| *s == running.spec);
             if !keep {
@@ -152,7 +152,7 @@ impl HealthSupervisor {
                 _ = self.shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     let snap = snapshot.load();
-                    let now = strategies::now_ms();
+                    let now = clock::now_ms();
                     for pool in &snap.pools {
                         crate::balance::outlier::sweep_returns(pool, now);
                     }
@@ -249,7 +249,7 @@ impl Probe {
                     if h != Health::Up && successes >= needed {
                         self.stats.set_health(Health::Up);
                         if h == Health::Down {
-                            self.stats.begin_slow_start(strategies::now_ms());
+                            self.stats.begin_slow_start(clock::now_ms());
                         }
                         tracing::info!(pool = %self.pool, node = %self.addr, previous = h.as_str(), successes, "node up: health check passed");
                     }
@@ -410,10 +410,7 @@ fn grpc_health_status(mut body: Bytes) -> Option<u64> {
 /// A random duration in `[0, max)`.
 fn jitter(max: Duration) -> Duration {
     let nanos = max.as_nanos() as u64;
-    if nanos == 0 {
-        return Duration::ZERO;
-    }
-    Duration::from_nanos(strategies::random_u64() % nanos)
+    Duration::from_nanos(random::below(nanos))
 }
 
 #[cfg(test)]

@@ -57,8 +57,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::snapshot::{Registry, RegistryNode};
+use crate::config::validate::MAX_WEIGHT;
 use crate::config::{Config, RedisConfig};
 use crate::metrics::Metrics;
+use crate::util::clock::unix_ms;
+use crate::util::random;
 
 /// How long a TCP (and TLS) connection to Redis may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -74,8 +77,6 @@ const STABLE_SESSION: Duration = Duration::from_secs(5);
 pub const INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Updates queued between the task and the supervisor.
 const UPDATE_QUEUE: usize = 64;
-/// Weight bounds, as for static nodes.
-pub const MAX_WEIGHT: u32 = 1000;
 /// Distinct unknown pool names remembered for log-once (beyond that each is logged at debug).
 const MAX_UNKNOWN_NOTED: usize = 1024;
 
@@ -197,21 +198,13 @@ pub fn connection_config() -> AsyncConnectionConfig {
         .set_response_timeout(Some(COMMAND_TIMEOUT))
 }
 
-/// Milliseconds since the unix epoch, wall clock (what `expires_at_ms` is compared with).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// A random delay in `[0, min(cap, start * 2^attempt)]`: full-jitter exponential backoff.
 pub fn backoff(attempt: u32) -> Duration {
     let bound = BACKOFF_START
         .saturating_mul(1u32 << attempt.min(16))
         .min(BACKOFF_CAP);
     let nanos = bound.as_nanos() as u64;
-    Duration::from_nanos(strategies::random_u64() % (nanos + 1))
+    Duration::from_nanos(random::below(nanos + 1))
 }
 
 /// One batch from the registry task: the full effective node set of each pool listed.

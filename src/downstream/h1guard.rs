@@ -77,7 +77,7 @@ use bytes::Bytes;
 use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::proxy::answer::ProxyError;
+use crate::proxy::answer::{ProxyError, Violation};
 
 /// The longest method accepted. The longest registered ones are 17 bytes
 /// (`UPDATEREDIRECTREF`); anything far beyond that is garbage or an attack.
@@ -86,52 +86,6 @@ pub const MAX_METHOD_LEN: usize = 32;
 /// How far the value of a `Content-Length` or `Transfer-Encoding` line is kept for checking
 /// (longer values are invalid, or not a plain `chunked`, anyway).
 const VALUE_CAP: usize = 24;
-
-/// Why a request is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Violation {
-    /// Both `Content-Length` and `Transfer-Encoding`.
-    ContentLengthWithTransferEncoding = 1,
-    /// `Transfer-Encoding` other than exactly one `chunked`.
-    TransferEncodingNotChunked = 2,
-    /// A line ended by LF alone.
-    BareLf = 3,
-    /// A CR not followed by LF, or a continuation line (obs-fold).
-    MalformedLine = 4,
-    /// An invalid `Content-Length`, or two that differ (hyper refuses both itself too).
-    BadContentLength = 5,
-    /// A method longer than [`MAX_METHOD_LEN`].
-    MethodTooLong = 6,
-}
-
-impl Violation {
-    fn from_u8(v: u8) -> Option<Violation> {
-        Some(match v {
-            1 => Violation::ContentLengthWithTransferEncoding,
-            2 => Violation::TransferEncodingNotChunked,
-            3 => Violation::BareLf,
-            4 => Violation::MalformedLine,
-            5 => Violation::BadContentLength,
-            6 => Violation::MethodTooLong,
-            _ => return None,
-        })
-    }
-
-    /// For the debug log.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Violation::ContentLengthWithTransferEncoding => {
-                "both Content-Length and Transfer-Encoding"
-            }
-            Violation::TransferEncodingNotChunked => "Transfer-Encoding other than chunked",
-            Violation::BareLf => "line ended by a bare LF",
-            Violation::MalformedLine => "malformed header line",
-            Violation::BadContentLength => "invalid or conflicting Content-Length",
-            Violation::MethodTooLong => "method too long",
-        }
-    }
-}
 
 /// What the IO side and the service side of one connection share.
 #[derive(Debug, Default)]

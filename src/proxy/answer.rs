@@ -204,6 +204,54 @@ impl ProxyError {
     }
 }
 
+/// Why the HTTP/1 framing guard ([`crate::downstream::h1guard`]) refused a request head:
+/// answered 400 with the connection closed, the reason in the debug log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Violation {
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    ContentLengthWithTransferEncoding = 1,
+    /// `Transfer-Encoding` other than exactly one `chunked`.
+    TransferEncodingNotChunked = 2,
+    /// A line ended by LF alone.
+    BareLf = 3,
+    /// A CR not followed by LF, or a continuation line (obs-fold).
+    MalformedLine = 4,
+    /// An invalid `Content-Length`, or two that differ (hyper refuses both itself too).
+    BadContentLength = 5,
+    /// A method longer than `h1guard::MAX_METHOD_LEN`.
+    MethodTooLong = 6,
+}
+
+impl Violation {
+    /// The value stored in the guard's atomic (`Violation as u8`), back; `None` for 0.
+    pub(crate) fn from_u8(v: u8) -> Option<Violation> {
+        Some(match v {
+            1 => Violation::ContentLengthWithTransferEncoding,
+            2 => Violation::TransferEncodingNotChunked,
+            3 => Violation::BareLf,
+            4 => Violation::MalformedLine,
+            5 => Violation::BadContentLength,
+            6 => Violation::MethodTooLong,
+            _ => return None,
+        })
+    }
+
+    /// For the debug log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Violation::ContentLengthWithTransferEncoding => {
+                "both Content-Length and Transfer-Encoding"
+            }
+            Violation::TransferEncodingNotChunked => "Transfer-Encoding other than chunked",
+            Violation::BareLf => "line ended by a bare LF",
+            Violation::MalformedLine => "malformed header line",
+            Violation::BadContentLength => "invalid or conflicting Content-Length",
+            Violation::MethodTooLong => "method too long",
+        }
+    }
+}
+
 /// `grpc-status`.
 pub const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 /// `grpc-message`.

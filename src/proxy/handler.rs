@@ -53,15 +53,15 @@ use crate::balance::outlier;
 use crate::balance::ratelimit::Refused;
 use crate::balance::snapshot::{Pool, SnapshotCell};
 use crate::config::HashKey;
-use crate::downstream::h1guard::Violation;
 use crate::metrics::{Metrics, Outcome, PoolMetrics, NO_POOL};
 use crate::proxy::accesslog::{AccessLog, Record};
-use crate::proxy::answer::{self, ProxyError};
+use crate::proxy::answer::{self, ProxyError, Violation};
 use crate::proxy::body::{Completion, PendingLog, ResponseBody};
 use crate::proxy::headers::{self, X_REQUEST_ID};
 use crate::upstream::{
     self, Buffered, ClientBodyError, Kind, Outgoing, RequestBody, Target, UpstreamError,
 };
+use crate::util::clock;
 
 /// The most attempts a request can make (1 + retries).
 const MAX_ATTEMPTS: usize = 11;
@@ -373,7 +373,7 @@ impl Proxy {
            + 'a {
         async move {
             let policy = &pool.retry;
-            let now_ms = strategies::now_ms();
+            let now_ms = clock::now_ms();
             pool.budget.record_request(now_ms);
             p.out.body = match request_body(
                 p.incoming,
@@ -446,7 +446,7 @@ impl Proxy {
                 let result = upstream::send(&target, &mut p.out).await;
                 // Another attempt needs the request still here, and a try left.
                 let can_retry = attempt + 1 < max_attempts && p.out.body.is_sendable();
-                let now_ms = strategies::now_ms();
+                let now_ms = clock::now_ms();
                 match result {
                     Ok(ex) => {
                         let mut resp = ex.response;

@@ -21,6 +21,7 @@ use http::{HeaderMap, Uri};
 
 use crate::config::Cidr;
 use crate::upstream::ExtraHeaders;
+use crate::util::random;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -401,7 +402,7 @@ pub fn request_id(headers: &HeaderMap) -> (HeaderValue, bool) {
 /// framing guard, the compiler would otherwise call it out of line.
 #[inline(always)]
 pub fn new_request_id() -> HeaderValue {
-    let (a, b) = (strategies::random_u64(), strategies::random_u64());
+    let (a, b) = (random::next_u64(), random::next_u64());
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
     for (i, byte) in a

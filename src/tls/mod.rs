@@ -59,6 +59,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ListenerTlsConfig, LoadedConfig};
 use crate::metrics::Metrics;
+use crate::util::sync::lock;
 
 /// ALPN protocol ids.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -881,13 +882,6 @@ struct WatchState {
     failed: Option<u64>,
     /// The last read error logged.
     read_error: Option<String>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 fn log_names(listener: &str, prepared: &PreparedCerts, message: &'static str) {

@@ -6,13 +6,14 @@
 //! Most recently returned is reused first: the warmest connection carries the next request,
 //! so idle ones age out at the node's keep-alive timeout.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use hyper::client::conn::{http1, http2};
 
 use super::body::RequestBody;
 use super::codec::Conn;
 use super::POOL_IDLE_TIMEOUT;
+use crate::util::sync::lock;
 
 /// Idle and shared connections of one node.
 #[derive(Debug, Default)]
@@ -23,15 +24,6 @@ pub struct NodeConns {
     streaming: Mutex<Vec<http1::SendRequest<RequestBody>>>,
     /// The HTTP/2 connection, while it is open.
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
-}
-
-/// A lock that a panic elsewhere cannot poison for good: every list here stays valid
-/// whatever point a holder stopped at.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 impl NodeConns {

@@ -1,3 +1,12 @@
-//! Small helpers of the binary that every layer may use; they import nothing from the rest of the crate.
+//! Small helpers of the binary that every layer may use. They import nothing from the rest
+//! of the crate.
+//!
+//! - [`clock`]: the monotonic milliseconds of node deadlines, and the wall clock;
+//! - [`random`]: a per-thread generator for request ids and jitter;
+//! - [`sync`]: the poison-tolerant lock;
+//! - [`timefmt`]: RFC 3339 timestamps.
 
+pub mod clock;
+pub mod random;
+pub mod sync;
 pub mod timefmt;
