@@ -23,6 +23,7 @@ use crate::balance::router::{Route, Router};
 use crate::config::{HashKey, LoadedConfig, PoolConfig, RetryOn, UpstreamProtocol};
 use crate::metrics::{Metrics, NodeMetrics, PoolMetrics};
 use crate::upstream::{self, NodeConns, Protocol, TlsSettings, Transport, TransportSettings};
+use crate::util::clock;
 
 /// Idle connections kept per node when `max_connections_per_node` is not set.
 const DEFAULT_MAX_IDLE_PER_NODE: usize = 256;
@@ -200,7 +201,7 @@ pub async fn build(
     metrics: &Metrics,
     names: Resolve,
 ) -> Snapshot {
-    let now = strategies::now_ms();
+    let now = clock::now_ms();
     let mut pools = Vec::with_capacity(config.config.pools.len());
     let mut index = HashMap::new();
     for (name, pcfg) in &config.config.pools {
@@ -294,7 +295,7 @@ pub async fn build(
             });
         }
 
-        let kind = pcfg.strategy.kind();
+        let kind = pcfg.strategy;
         let shared = prev_pool.map(|p| Arc::clone(&p.shared)).unwrap_or_default();
         let strategy = strategies::build(
             kind,

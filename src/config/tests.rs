@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use strategies::Kind;
+
 use super::*;
 
 /// Parse `yaml`; on failure return every error as `LINE:COLUMN: message`.
@@ -66,11 +68,11 @@ fn example_config_validates() {
     assert_eq!(c.routes.len(), 2);
     assert_eq!(c.routes[0].path_prefix.as_deref(), Some("/api"));
     assert!(c.routes[1].host.is_none() && c.routes[1].path_prefix.is_none());
-    assert_eq!(c.pools["web"].strategy, StrategyName::RoundRobin);
+    assert_eq!(c.pools["web"].strategy, Kind::RoundRobin);
     assert_eq!(c.pools["web"].nodes.len(), 3);
     assert!(c.pools["web"].health_check.is_some());
     assert!(c.pools["web"].outlier_detection.is_some());
-    assert_eq!(c.pools["api"].strategy, StrategyName::P2cEwma);
+    assert_eq!(c.pools["api"].strategy, Kind::P2cEwma);
     assert_eq!(c.pools["api"].nodes.len(), 2);
     assert!(c.redis.is_none());
     assert_eq!(c.access_log.format, AccessLogFormat::Json);
@@ -87,7 +89,7 @@ fn example_config_validates() {
 fn defaults_apply_to_omitted_keys() {
     let c = ok(BASE);
     let web = &c.pools["web"];
-    assert_eq!(web.strategy, StrategyName::RoundRobin);
+    assert_eq!(web.strategy, Kind::RoundRobin);
     assert_eq!(web.nodes[0].weight, 1);
     assert!(web.health_check.is_none());
     assert!(web.outlier_detection.is_none());
@@ -95,7 +97,10 @@ fn defaults_apply_to_omitted_keys() {
     assert_eq!(web.retries.on, vec![RetryOn::ConnectFailure]);
     assert_eq!(web.timeouts.connect.0, Duration::from_secs(2));
     assert_eq!(web.timeouts.request.0, Duration::from_secs(60));
-    assert_eq!(web.hash_key_or_default(), HashKey::ClientIp);
+    assert_eq!(
+        web.hash_key, None,
+        "consistent_hash without it hashes the client IP"
+    );
     assert!(web.max_connections_per_node.is_none());
     assert!(web.slow_start.is_none());
     assert_eq!(web.upstream_protocol, UpstreamProtocol::Http1);
@@ -588,8 +593,8 @@ fn pool_level_checks() {
         "  web:\n    strategy: consistent_hash\n    hash_key: header:X-User\n",
     );
     assert_eq!(
-        ok(&yaml).pools["web"].hash_key_or_default(),
-        HashKey::Header("x-user".into())
+        ok(&yaml).pools["web"].hash_key,
+        Some(HashKey::Header("x-user".into()))
     );
     let yaml = BASE
         .replace("  web:\n", "  'my pool':\n")

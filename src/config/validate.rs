@@ -28,9 +28,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::model::{
-    Config, HashKey, HealthProtocol, ListenerConfig, PoolConfig, StrategyName, UpstreamProtocol,
-};
+use strategies::Kind;
+
+use super::model::{Config, HashKey, HealthProtocol, ListenerConfig, PoolConfig, UpstreamProtocol};
 use super::tree::{index_path, key_path, Positions, Target};
 
 /// Highest node weight (the strategies' tables are sized for it).
@@ -417,7 +417,7 @@ impl Checker<'_> {
 
         if let Some(key) = &pool.hash_key {
             let hp = key_path(&p, "hash_key");
-            if pool.strategy != StrategyName::ConsistentHash {
+            if pool.strategy != Kind::ConsistentHash {
                 let strategy = pool.strategy.as_str();
                 self.value(
                     &hp,
