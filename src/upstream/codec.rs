@@ -36,10 +36,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::connect::Stream;
-use super::NodeConns;
+use super::conn::Conn;
+use super::conns::NodeConns;
 
 /// Largest response head accepted (status line and headers).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -49,89 +48,6 @@ const MAX_HEADERS: usize = 128;
 const MAX_CHUNK_LINE: usize = 4096;
 /// Most trailer fields accepted.
 const MAX_TRAILERS: usize = 64;
-/// Read buffer growth step.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// A keep-alive connection to one node, with whatever was read past the last message.
-#[derive(Debug)]
-pub struct Conn {
-    pub io: Stream,
-    pub buf: BytesMut,
-    /// When it last went idle (into the pool).
-    pub idle_since: Instant,
-}
-
-impl Conn {
-    pub fn new(io: Stream) -> Conn {
-        Conn {
-            io,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            idle_since: Instant::now(),
-        }
-    }
-
-    /// Can this idle connection carry a request? An idle connection must have nothing to
-    /// read: readable means the node closed it (EOF), reset it, or sent something
-    /// unasked. Checked without waiting; costs no system call while the socket is known
-    /// not to be readable.
-    pub fn usable(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        matches!(self.poll_fill(&mut cx), Poll::Pending)
-    }
-
-    /// Read more into the buffer. `Ok(0)` is end of stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
-    }
-
-    /// Wait for more bytes; end of stream is an error here.
-    pub async fn fill(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
-    }
-}
-
-/// After a `101`, the connection is the node's side of the tunnel: what was read past the
-/// head is read first.
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.buf.is_empty() {
-            let n = this.buf.len().min(buf.remaining());
-            buf.put_slice(&this.buf[..n]);
-            this.buf.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
 
 /// What went wrong with a node's answer.
 #[derive(Debug, thiserror::Error)]

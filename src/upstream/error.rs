@@ -82,7 +82,7 @@ impl UpstreamError {
 
     /// A hyper client error, sorted: a failing request body is the client's doing.
     pub(crate) fn from_hyper(e: hyper::Error) -> UpstreamError {
-        if e.is_user() && source_is::<super::body::ClientBodyError>(&e) {
+        if e.is_user() && source_is::<super::request_body::ClientBodyError>(&e) {
             UpstreamError::ClientBody(e)
         } else if e.is_timeout() {
             UpstreamError::Timeout

@@ -1,5 +1,5 @@
-//! The two bodies of an exchange with a node: the request body on its way out
-//! ([`RequestBody`]) and the node's response body on its way back ([`Body`]).
+//! The request body on its way to a node ([`RequestBody`]), and the inactivity bound that
+//! streamed bodies in both directions share ([`IdleTimer`]).
 //!
 //! A request body is empty, buffered (small bodies are read whole so a retry can send them
 //! again, trailers included), or streamed as it arrives from the client. A streamed body is
@@ -8,10 +8,6 @@
 //! failures — and any failure of the client's own body (a malformed chunk, a client that
 //! went away) — surface as a [`ClientBodyError`], so that the request path can tell the
 //! client's fault from the node's (a 4xx, not a 502, and nothing held against the node).
-//!
-//! The response body is whichever transport read the answer: the own HTTP/1.1 codec, or
-//! hyper's client connection (a streamed request body, HTTP/2). A pooled HTTP/1.1
-//! connection goes back to its node's idle list when the body has been read to its end.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,12 +16,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 
-use super::codec::H1Body;
-use super::h1::Checkout;
-
-/// The error a body of this module ends with.
+/// The error a body ends with, request or response.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The client's request body failed: the client's doing, never the node's.
@@ -252,72 +245,6 @@ impl IdleTimer {
                 return Poll::Ready(());
             }
             sleep.as_mut().reset(due);
-        }
-    }
-}
-
-/// A node's response body as it arrives.
-#[derive(Debug)]
-pub enum Body {
-    /// No body (a `101`, whose connection became a tunnel).
-    Empty,
-    /// Read by the own HTTP/1.1 codec.
-    Codec(H1Body),
-    /// From hyper's client connection; an HTTP/1.1 connection goes back to its node's
-    /// idle list when the body ends.
-    Hyper(hyper::body::Incoming, Option<Checkout>),
-}
-
-impl http_body::Body for Body {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            Body::Empty => Poll::Ready(None),
-            Body::Codec(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Body::Hyper(b, checkout) => {
-                let res = Pin::new(&mut *b).poll_frame(cx);
-                if let Poll::Ready(None) = res {
-                    if let Some(c) = checkout.take() {
-                        c.release();
-                    }
-                }
-                res.map_err(Into::into)
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Body::Empty => true,
-            Body::Codec(b) => b.is_end_stream(),
-            Body::Hyper(b, _) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Body::Empty => SizeHint::with_exact(0),
-            Body::Codec(b) => b.size_hint(),
-            Body::Hyper(b, _) => b.size_hint(),
-        }
-    }
-}
-
-impl Drop for Body {
-    fn drop(&mut self) {
-        // A body that ended without a final poll (hyper stops polling at `is_end_stream`)
-        // still gives its connection back.
-        if let Body::Hyper(b, checkout) = self {
-            if let Some(c) = checkout.take() {
-                if b.is_end_stream() {
-                    c.release();
-                }
-            }
         }
     }
 }
