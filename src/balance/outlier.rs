@@ -7,31 +7,19 @@
 //! out at once — counted *after* the ejection, so 3 failing nodes at 50 % eject exactly one.
 //! When probes are configured, an ejected node must also pass a probe before it is trusted
 //! again (its health goes back to `unknown`, which a gated node may not serve).
+//!
+//! The per-node state ([`crate::balance::snapshot::OutlierState`]) and the pool's settings
+//! live in the snapshot's types; this file holds the rules.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use strategies::Health;
 
-use crate::balance::snapshot::{Node, Pool};
-use crate::config::OutlierConfig;
+use crate::balance::snapshot::{Node, OutlierSettings, Pool};
 
 /// The longest an ejection lasts however often a node is ejected (Envoy's default cap).
 pub const MAX_EJECTION: Duration = Duration::from_secs(300);
-
-/// Per-node passive state; lives beside `NodeStats` and survives snapshot swaps with it.
-#[derive(Debug, Default)]
-pub struct OutlierState {
-    /// Failures in a row on live traffic.
-    consecutive_failures: AtomicU32,
-    /// Ejections since the node last served well; drives the exponential back-off.
-    ejections: AtomicU32,
-    /// When the last ejection ends ([`crate::util::clock::now_ms`] time), to reset `ejections`
-    /// once the node has behaved for as long again.
-    last_ejection_end_ms: AtomicU64,
-    /// Length of the last ejection in ms.
-    last_ejection_ms: AtomicU64,
-}
 
 /// Record one attempt's result. Cheap on success: one load, and a store only when a streak
 /// was running.
@@ -51,7 +39,7 @@ pub fn record(pool: &Pool, node: &Node, failed: bool, now_ms: u64) {
         }
         return;
     }
-    let Some(cfg) = pool.config.outlier_detection.as_ref() else {
+    let Some(cfg) = pool.outlier.as_ref() else {
         return;
     };
     let streak = state.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -61,7 +49,7 @@ pub fn record(pool: &Pool, node: &Node, failed: bool, now_ms: u64) {
     try_eject(pool, node, cfg, now_ms);
 }
 
-fn try_eject(pool: &Pool, node: &Node, cfg: &OutlierConfig, now_ms: u64) {
+fn try_eject(pool: &Pool, node: &Node, cfg: &OutlierSettings, now_ms: u64) {
     let ejected = pool
         .nodes
         .iter()
@@ -74,7 +62,7 @@ fn try_eject(pool: &Pool, node: &Node, cfg: &OutlierConfig, now_ms: u64) {
     }
     let state = &node.outlier;
     let n = state.ejections.fetch_add(1, Ordering::Relaxed) + 1;
-    let base = cfg.base_ejection_time.0;
+    let base = cfg.base_ejection_time;
     let factor = 1u32
         .checked_shl(n.saturating_sub(1).min(16))
         .unwrap_or(u32::MAX);

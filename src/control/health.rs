@@ -31,8 +31,7 @@ use strategies::{Health, NodeStats};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::balance::snapshot::{Snapshot, SnapshotCell};
-use crate::config::{HealthCheckConfig, HealthProtocol};
+use crate::balance::snapshot::{HealthAsk, HealthCheck, Snapshot, SnapshotCell};
 use crate::metrics::Metrics;
 use crate::upstream::{self, Buffered, Outgoing, RequestBody, Transport};
 use crate::util::clock;
@@ -55,21 +54,8 @@ struct ProbeSpec {
     transport: upstream::TransportSettings,
     /// The node's resolved address.
     addr: SocketAddr,
-    /// What to ask.
-    ask: Ask,
-    interval: Duration,
-    timeout: Duration,
-    healthy_threshold: u32,
-    unhealthy_threshold: u32,
-}
-
-/// What a probe asks, and what passes.
-#[derive(Debug, Clone, PartialEq)]
-enum Ask {
-    /// `GET path`; a status in the range passes.
-    Http { path: String, expect: (u16, u16) },
-    /// `grpc.health.v1.Health/Check` for this service; SERVING passes.
-    Grpc { service: String },
+    /// The pool's `health_check`: what to ask, how often, the thresholds.
+    check: HealthCheck,
 }
 
 struct Running {
@@ -99,11 +85,15 @@ impl HealthSupervisor {
     pub fn reconcile(&self, snap: &Snapshot) {
         let mut wanted: HashMap<ProbeKey, (ProbeSpec, Arc<NodeStats>, NodeTarget)> = HashMap::new();
         for pool in &snap.pools {
-            let Some(hc) = &pool.config.health_check else {
+            let Some(check) = &pool.health_check else {
                 continue;
             };
             for node in &pool.nodes {
-                let spec = spec(hc, &pool.transport, node.socket_addr);
+                let spec = ProbeSpec {
+                    transport: pool.transport.settings.clone(),
+                    addr: node.socket_addr,
+                    check: check.clone(),
+                };
                 let target = NodeTarget {
                     transport: pool.transport.clone(),
                     authority: node.authority.clone(),
@@ -162,26 +152,6 @@ impl HealthSupervisor {
     }
 }
 
-fn spec(hc: &HealthCheckConfig, transport: &Transport, addr: SocketAddr) -> ProbeSpec {
-    ProbeSpec {
-        transport: transport.settings.clone(),
-        addr,
-        ask: match hc.protocol {
-            HealthProtocol::Http => Ask::Http {
-                path: hc.path.clone(),
-                expect: (hc.expect_status.lo, hc.expect_status.hi),
-            },
-            HealthProtocol::Grpc => Ask::Grpc {
-                service: hc.grpc_service.clone().unwrap_or_default(),
-            },
-        },
-        interval: hc.interval.0,
-        timeout: hc.timeout.0,
-        healthy_threshold: hc.healthy_threshold.max(1),
-        unhealthy_threshold: hc.unhealthy_threshold.max(1),
-    }
-}
-
 /// How to reach the node: the pool's transport and the node's names.
 struct NodeTarget {
     transport: Transport,
@@ -218,18 +188,19 @@ impl Probe {
 
         // First probe soon after the node appears, spread a little so a pool's probes do
         // not all fire at once.
-        let mut delay = jitter(self.spec.interval / 10);
+        let mut delay = jitter(self.spec.check.interval / 10);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
             }
-            delay = self.spec.interval.mul_f64(0.9) + jitter(self.spec.interval / 5);
+            delay = self.spec.check.interval.mul_f64(0.9) + jitter(self.spec.check.interval / 5);
 
             let result = match &host {
                 Some(host) => {
-                    match tokio::time::timeout(self.spec.timeout, self.probe_once(host)).await {
-                        Err(_) => Err(format!("no answer within {:?}", self.spec.timeout)),
+                    match tokio::time::timeout(self.spec.check.timeout, self.probe_once(host)).await
+                    {
+                        Err(_) => Err(format!("no answer within {:?}", self.spec.check.timeout)),
                         Ok(r) => r,
                     }
                 }
@@ -244,7 +215,7 @@ impl Probe {
                     let needed = if h == Health::Unknown {
                         1
                     } else {
-                        self.spec.healthy_threshold
+                        self.spec.check.healthy_threshold
                     };
                     if h != Health::Up && successes >= needed {
                         self.stats.set_health(Health::Up);
@@ -259,7 +230,7 @@ impl Probe {
                     successes = 0;
                     failures = failures.saturating_add(1);
                     let h = self.stats.health();
-                    if h != Health::Down && failures >= self.spec.unhealthy_threshold {
+                    if h != Health::Down && failures >= self.spec.check.unhealthy_threshold {
                         self.stats.set_health(Health::Down);
                         tracing::warn!(pool = %self.pool, node = %self.addr, previous = h.as_str(), failures, %reason, "node down: health check failed");
                     }
@@ -276,9 +247,9 @@ impl Probe {
             USER_AGENT,
             HeaderValue::from_static("switchyard-health-check"),
         );
-        let (method, path, body) = match &self.spec.ask {
-            Ask::Http { path, .. } => (Method::GET, path.as_str(), RequestBody::Empty),
-            Ask::Grpc { service } => {
+        let (method, path, body) = match &self.spec.check.ask {
+            HealthAsk::Http { path, .. } => (Method::GET, path.as_str(), RequestBody::Empty),
+            HealthAsk::Grpc { service } => {
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
                 headers.insert(TE, HeaderValue::from_static("trailers"));
                 let body = Buffered::new(grpc_health_request(service), None);
@@ -298,13 +269,13 @@ impl Probe {
         .await
         .map_err(|e| upstream::error_chain(&e))?;
         let status = resp.status().as_u16();
-        match &self.spec.ask {
+        match &self.spec.check.ask {
             // The body is dropped unread: the connection is not reused anyway.
-            Ask::Http { expect, .. } if (expect.0..=expect.1).contains(&status) => Ok(()),
-            Ask::Http { expect, .. } => {
+            HealthAsk::Http { expect, .. } if (expect.0..=expect.1).contains(&status) => Ok(()),
+            HealthAsk::Http { expect, .. } => {
                 Err(format!("status {status} outside {}-{}", expect.0, expect.1))
             }
-            Ask::Grpc { .. } => {
+            HealthAsk::Grpc { .. } => {
                 if status != 200 {
                     return Err(format!("gRPC health check answered HTTP {status}"));
                 }

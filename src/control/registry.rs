@@ -56,7 +56,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::balance::snapshot::{Registry, RegistryNode};
+use crate::balance::build::{Registry, RegistryNode};
 use crate::config::validate::MAX_WEIGHT;
 use crate::config::{Config, RedisConfig};
 use crate::metrics::Metrics;

@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::balance::snapshot::{self, Resolve, SnapshotCell};
+use crate::balance::build::{build, Resolve};
+use crate::balance::snapshot::SnapshotCell;
 use crate::config::{self, LoadedConfig};
 use crate::control::admin::{self, AdminState, ReloadRequest};
 use crate::control::health::HealthSupervisor;
@@ -42,6 +43,9 @@ pub struct Bound {
 /// A running balancer.
 pub struct Supervisor {
     config_path: Option<PathBuf>,
+    /// The config in use: what the current snapshot was built from, and what registry
+    /// updates rebuild it on.
+    config: Arc<LoadedConfig>,
     snapshot: Arc<SnapshotCell>,
     metrics: Metrics,
     ready: Arc<AtomicBool>,
@@ -86,14 +90,7 @@ impl Supervisor {
         let mut registry = registry::Link::new(metrics.clone(), shutdown.clone(), tracker.clone());
         registry.configure(&loaded.config);
         registry.initial_sync(registry::INITIAL_SYNC_TIMEOUT).await;
-        let snap = snapshot::build(
-            Arc::clone(&loaded),
-            registry.registry(),
-            None,
-            &metrics,
-            Resolve::All,
-        )
-        .await;
+        let snap = build(&loaded, registry.registry(), None, &metrics, Resolve::All).await;
         let snapshot = Arc::new(ArcSwap::from_pointee(snap));
         let access_log = AccessLog::start(
             &loaded.config.access_log,
@@ -208,6 +205,7 @@ impl Supervisor {
         );
         Ok(Supervisor {
             config_path,
+            config: loaded,
             snapshot,
             metrics,
             ready,
@@ -286,20 +284,9 @@ impl Supervisor {
         match loaded {
             Ok((loaded, plan)) => {
                 self.apply_listeners(plan, &loaded.config.limits);
-                let prev = self.snapshot.load_full();
                 // Start, restart or stop the registry task if the redis section changed.
                 self.registry.configure(&loaded.config);
-                let next = snapshot::build(
-                    Arc::new(loaded),
-                    self.registry.registry(),
-                    Some(&prev),
-                    &self.metrics,
-                    Resolve::All,
-                )
-                .await;
-                let next = Arc::new(next);
-                self.snapshot.store(Arc::clone(&next));
-                self.health.reconcile(&next);
+                self.swap_in(Arc::new(loaded), Resolve::All).await;
                 self.metrics
                     .config_reloads_total
                     .with_label_values(&["success"])
@@ -322,26 +309,35 @@ impl Supervisor {
 
     /// Registry entries changed (every pending update already taken in): rebuild on the
     /// current config and swap. Only this loop builds snapshots, so rebuilds are serialized.
-    async fn apply_registry(&self) {
+    async fn apply_registry(&mut self) {
+        self.swap_in(Arc::clone(&self.config), Resolve::NewOnly)
+            .await;
+    }
+
+    /// Build a snapshot of `config` with the current registry entries, carrying state over
+    /// from the one in use, swap it in and bring the health probes in line with it: the one
+    /// way the snapshot changes after start-up (config reloads and registry updates).
+    async fn swap_in(&mut self, config: Arc<LoadedConfig>, names: Resolve) {
         let prev = self.snapshot.load_full();
-        let next = snapshot::build(
-            Arc::clone(&prev.config),
+        let next = build(
+            &config,
             self.registry.registry(),
             Some(&prev),
             &self.metrics,
-            Resolve::NewOnly,
+            names,
         )
         .await;
         let next = Arc::new(next);
         self.snapshot.store(Arc::clone(&next));
         self.health.reconcile(&next);
+        self.config = config;
     }
 
     /// Not ready → stop accepting → wait for connections, bounded by `shutdown_timeout`
     /// → stop the admin API.
     pub async fn shutdown(self) {
         self.ready.store(false, Ordering::Relaxed);
-        let timeout = self.snapshot.load().config.config.shutdown_timeout.0;
+        let timeout = self.config.config.shutdown_timeout.0;
         self.shutdown.cancel();
         self.tracker.close();
         if tokio::time::timeout(timeout, self.tracker.wait())

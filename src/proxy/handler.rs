@@ -51,8 +51,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::balance::outlier;
 use crate::balance::ratelimit::Refused;
-use crate::balance::snapshot::{Pool, SnapshotCell};
-use crate::config::HashKey;
+use crate::balance::snapshot::{HashBy, Pool, SnapshotCell};
 use crate::metrics::{Metrics, Outcome, PoolMetrics, NO_POOL};
 use crate::proxy::accesslog::{AccessLog, Record};
 use crate::proxy::answer::{self, ProxyError, Violation};
@@ -667,7 +666,7 @@ impl Prepared {
             && req.body().is_end_stream();
         let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let hash = pool
-            .hash_key
+            .hash_by
             .as_ref()
             .map(|k| hash_for(k, &req, client))
             .unwrap_or(0);
@@ -766,20 +765,20 @@ fn host_str(v: Option<&HeaderValue>) -> Option<&str> {
 
 /// Hash of the request's `hash_key`; falls back to the client address when the key is
 /// absent from the request (documented in the README).
-fn hash_for(key: &HashKey, req: &Request<Incoming>, client: IpAddr) -> u64 {
+fn hash_for(key: &HashBy, req: &Request<Incoming>, client: IpAddr) -> u64 {
     let ip_hash = || match client {
         IpAddr::V4(v4) => strategies::hash_key(&v4.octets()),
         IpAddr::V6(v6) => strategies::hash_key(&v6.octets()),
     };
     match key {
-        HashKey::ClientIp => ip_hash(),
-        HashKey::Path => strategies::hash_key(req.uri().path().as_bytes()),
-        HashKey::Header(name) => req
+        HashBy::ClientIp => ip_hash(),
+        HashBy::Path => strategies::hash_key(req.uri().path().as_bytes()),
+        HashBy::Header(name) => req
             .headers()
-            .get(name.as_str())
+            .get(name)
             .map(|v| strategies::hash_key(v.as_bytes()))
             .unwrap_or_else(ip_hash),
-        HashKey::Cookie(name) => req
+        HashBy::Cookie(name) => req
             .headers()
             .get_all(COOKIE)
             .iter()
