@@ -66,6 +66,22 @@ impl Outcome {
 
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// Config reload results (label `result` of `switchyard_config_reloads_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadResult {
+    Success,
+    Failure,
+}
+
+impl ReloadResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Success => "success",
+            ReloadResult::Failure => "failure",
+        }
+    }
+}
+
 /// Latency buckets in seconds: fine-grained below 10 ms, where a balancer's own time and a
 /// healthy backend's answer live, and up to a minute for slow uploads.
 const DURATION_BUCKETS: &[f64] = &[
@@ -304,6 +320,13 @@ impl Metrics {
     /// The handshake-failure counter for one `reason` (resolved once per TLS listener).
     pub fn tls_handshake_errors(&self, reason: &str) -> IntCounter {
         self.tls_handshake_errors_total.with_label_values(&[reason])
+    }
+
+    /// Count one config reload.
+    pub fn config_reload(&self, result: ReloadResult) {
+        self.config_reloads_total
+            .with_label_values(&[result.as_str()])
+            .inc();
     }
 
     /// Prometheus text exposition of everything registered.

@@ -103,7 +103,7 @@ struct Wanted {
 impl Build<'_> {
     async fn pool(&self, name: &str, pcfg: &PoolConfig) -> Pool {
         let prev_pool = self.prev.and_then(|s| s.pool(name));
-        let settings = transport_settings(pcfg, self.config);
+        let settings = transport_settings(name, pcfg, self.config);
         let transport = match prev_pool {
             Some(p) if p.transport.settings == settings => p.transport.clone(),
             _ => Transport::new(name, settings),
@@ -345,8 +345,9 @@ fn health_check(hc: &HealthCheckConfig) -> HealthCheck {
     }
 }
 
-/// The pool's transport settings, with its CA file read (so a changed file is a change).
-fn transport_settings(pcfg: &PoolConfig, config: &LoadedConfig) -> TransportSettings {
+/// The pool's transport settings, with the CA file validation loaded (a changed file is a
+/// change).
+fn transport_settings(pool: &str, pcfg: &PoolConfig, config: &LoadedConfig) -> TransportSettings {
     TransportSettings {
         connect_timeout: pcfg.timeouts.connect.0,
         protocol: match pcfg.upstream_protocol {
@@ -357,18 +358,10 @@ fn transport_settings(pcfg: &PoolConfig, config: &LoadedConfig) -> TransportSett
             .max_connections_per_node
             .map(|m| m as usize)
             .unwrap_or(DEFAULT_MAX_IDLE_PER_NODE),
-        tls: pcfg.tls.as_ref().map(|t| {
-            let ca = t.ca_file.as_deref().map(|p| {
-                let path = config.resolve(p);
-                std::fs::read(&path)
-                    .map(|pem| (path.clone(), pem))
-                    .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))
-            });
-            TlsSettings {
-                server_name: t.server_name.clone(),
-                insecure_skip_verify: t.insecure_skip_verify,
-                ca,
-            }
+        tls: pcfg.tls.as_ref().map(|t| TlsSettings {
+            server_name: t.server_name.clone(),
+            insecure_skip_verify: t.insecure_skip_verify,
+            ca: config.tls.ca_files.get(pool).cloned(),
         }),
     }
 }

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use crate::config::{self, LoadedConfig};
+use crate::config;
 use crate::control::supervisor::Supervisor;
 
 /// Start the demo backends and the balancer, print how to try it, serve until a signal.
@@ -25,14 +25,8 @@ pub async fn run(bind: &str, admin_bind: &str) -> anyhow::Result<()> {
         nodes.push(addr);
     }
     let yaml = demo_config(bind, admin_bind, &nodes);
-    let cfg =
-        config::parse_str(&yaml, "<demo>").map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
-    let loaded = LoadedConfig {
-        config: cfg,
-        path: PathBuf::from("<demo>"),
-        base_dir: PathBuf::from("."),
-        source_hash: 0,
-    };
+    let loaded = config::load_text(Path::new("<demo>"), &yaml)
+        .map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     let sup = Supervisor::start(loaded, None).await?;
     if let Some((_, addr)) = sup.bound.listeners.first() {
         let admin = sup.bound.admin.map(|a| a.to_string()).unwrap_or_default();

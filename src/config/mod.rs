@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 pub use model::*;
 /// How error positions count lines (also what the config fuzz target checks them with).
 pub use tree::yaml_lines;
+pub use validate::TlsMaterial;
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +88,8 @@ pub struct LoadedConfig {
     /// [`content_hash`] of the text it was parsed from, so the file watcher can tell a
     /// real change from an event about content already loaded.
     pub source_hash: u64,
+    /// The certificates and CA files it names, as validation loaded and checked them.
+    pub tls: TlsMaterial,
 }
 
 impl LoadedConfig {
@@ -120,9 +123,10 @@ pub fn unreadable(path: &Path, e: &std::io::Error) -> ConfigErrors {
 pub fn load_text(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
     let file = path.display().to_string();
     let base_dir = base_dir_of(path);
-    let config = parse_in(text, &file, &base_dir)?;
+    let (config, tls) = parse_in(text, &file, &base_dir)?;
     Ok(LoadedConfig {
         config,
+        tls,
         path: path.to_path_buf(),
         base_dir,
         source_hash: content_hash(text.as_bytes()),
@@ -140,7 +144,7 @@ pub fn content_hash(bytes: &[u8]) -> u64 {
 /// Parse and validate config text; `file` is the name used in error messages, and its
 /// directory is where relative paths in the config resolve (`.` for a bare name).
 pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
-    parse_in(text, file, &base_dir_of(Path::new(file)))
+    parse_in(text, file, &base_dir_of(Path::new(file))).map(|(config, _)| config)
 }
 
 /// What `switchyard check` prints: `(true, "config OK: ...")` with a one-line summary, or
@@ -180,8 +184,13 @@ fn base_dir_of(path: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The pipeline: syntax → typed parse (all type errors) → semantic checks (all problems).
-fn parse_in(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+/// The pipeline: syntax → typed parse (all type errors) → semantic checks (all problems),
+/// which also load the TLS files the config names.
+fn parse_in(
+    text: &str,
+    file: &str,
+    base_dir: &Path,
+) -> Result<(Config, TlsMaterial), ConfigErrors> {
     // The lines as the YAML scanner counts them (after the byte order mark it skips), to
     // keep every reported position inside the file.
     let lines = tree::yaml_lines(text.strip_prefix('\u{feff}').unwrap_or(text));
@@ -199,7 +208,8 @@ fn parse_in(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErr
     // Positions come from the tree the typed parse accepted, so `routes[2]` in a path is
     // `config.routes[2]` even if an invalid list item before it was dropped.
     let positions = tree::Positions::build(&doc.root);
-    for issue in validate::validate(&config, &positions, base_dir) {
+    let (issues, tls) = validate::validate(&config, &positions, base_dir);
+    for issue in issues {
         if positions.suppressed(&issue.scope) {
             continue;
         }
@@ -224,7 +234,7 @@ fn parse_in(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErr
     match serde_yaml::from_str::<Config>(text) {
         Ok(typed) => {
             debug_assert_eq!(format!("{typed:?}"), format!("{config:?}"));
-            Ok(typed)
+            Ok((typed, tls))
         }
         Err(e) => {
             let (line, column) = e

@@ -20,18 +20,22 @@
 //! - `shutdown_timeout: 0s` is allowed and means "exit without waiting for in-flight requests";
 //! - a config without routes is allowed (every request gets 404), as is a pool no route uses
 //!   (Redis registrations and the admin API can still see it);
-//! - file paths (certificates, CA files) are checked for existence and readability only;
-//!   their PEM content is parsed when the listener or pool is built.
+//! - certificate, key and CA files must be regular files, and are loaded and checked here
+//!   through `crate::tls::certs` (PEM, keys matching their certificates, usable CA
+//!   certificates); what loaded is returned with the config ([`TlsMaterial`]) and is what
+//!   the listeners and pools then use — the files are not read a second time.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use strategies::Kind;
 
 use super::model::{Config, HashKey, HealthProtocol, ListenerConfig, PoolConfig, UpstreamProtocol};
 use super::tree::{index_path, key_path, Positions, Target};
+use crate::tls::certs::{self, CaFile, CertSource, Certificates};
 
 /// Highest node weight (the strategies' tables are sized for it).
 pub const MAX_WEIGHT: u32 = 1000;
@@ -73,13 +77,29 @@ pub(crate) fn resolve_path(base_dir: &Path, p: &Path) -> PathBuf {
     }
 }
 
-/// Check `cfg`; `base_dir` is where relative file paths resolve.
-pub(crate) fn validate(cfg: &Config, pos: &Positions, base_dir: &Path) -> Vec<Issue> {
+/// The certificates and CA files a config names, loaded and checked by validation: what
+/// the listeners and pools are built from (nothing reads those files a second time).
+#[derive(Debug, Clone, Default)]
+pub struct TlsMaterial {
+    /// Per listener, in config order: its certificate list (`None` for a plain listener).
+    pub listeners: Vec<Option<Arc<Certificates>>>,
+    /// Per pool with a `tls.ca_file`: the CA file.
+    pub ca_files: BTreeMap<String, Arc<CaFile>>,
+}
+
+/// Check `cfg`; `base_dir` is where relative file paths resolve. Returns every problem, and
+/// the TLS files the config names as they were loaded for the checks.
+pub(crate) fn validate(
+    cfg: &Config,
+    pos: &Positions,
+    base_dir: &Path,
+) -> (Vec<Issue>, TlsMaterial) {
     let mut v = Checker {
         pos,
         base_dir,
         issues: Vec::new(),
         binds: Vec::new(),
+        tls: TlsMaterial::default(),
     };
     v.listeners(cfg);
     v.admin(cfg);
@@ -90,7 +110,7 @@ pub(crate) fn validate(cfg: &Config, pos: &Positions, base_dir: &Path) -> Vec<Is
     v.redis(cfg);
     v.limits(cfg);
     v.rest(cfg);
-    v.issues
+    (v.issues, v.tls)
 }
 
 struct Checker<'a> {
@@ -99,6 +119,8 @@ struct Checker<'a> {
     issues: Vec<Issue>,
     /// Addresses bound so far: (address, who, key path of the bind).
     binds: Vec<(SocketAddr, String, String)>,
+    /// The TLS files loaded so far.
+    tls: TlsMaterial,
 }
 
 fn dur(d: Duration) -> String {
@@ -177,15 +199,9 @@ impl Checker<'_> {
         } else {
             ""
         };
-        let problem = match std::fs::metadata(&resolved) {
-            Err(e) => Some(e.to_string()),
-            Ok(m) if m.is_dir() => Some("it is a directory, not a file".to_string()),
-            // A FIFO would block the open (and `switchyard check`) until a writer came; a
-            // device such as /dev/zero would be read without end.
-            Ok(m) if !m.is_file() => Some("it is not a regular file".to_string()),
-            Ok(_) => std::fs::File::open(&resolved).err().map(|e| e.to_string()),
-        };
-        if let Some(problem) = problem {
+        // A FIFO would block the open (and `switchyard check`) until a writer came; a device
+        // such as /dev/zero would be read without end: certs::check_file refuses both.
+        if let Err(problem) = certs::check_file(&resolved) {
             self.value(
                 path,
                 format!(
@@ -287,17 +303,28 @@ impl Checker<'_> {
                      `certificates: [{cert: FILE, key: FILE}]`, or remove `tls` for plain HTTP",
                 );
             }
+            let mut pairs = Vec::with_capacity(tls.certificates.len());
             for (k, c) in tls.certificates.iter().enumerate() {
                 let ip = index_path(&cp, k);
                 let cert = self.readable_file(&key_path(&ip, "cert"), &c.cert, "certificate file");
                 let key = self.readable_file(&key_path(&ip, "key"), &c.key, "private key file");
-                // Both readable: parse them, so `check` catches a broken or mismatched pair.
+                // Both readable: load them, so `check` catches a broken or mismatched pair,
+                // and the listener serves what was checked.
                 if let (Some(cert), Some(key)) = (cert, key) {
-                    if let Err(msg) = crate::tls::check_certificate_pair(&cert, &key) {
-                        self.value(&key_path(&ip, "cert"), msg);
+                    match certs::load_pair(&CertSource { cert, key }) {
+                        Ok(pair) => pairs.push(pair),
+                        Err(e) => {
+                            self.value(&key_path(&ip, "cert"), e.to_string());
+                        }
                     }
                 }
             }
+            let loaded = (pairs.len() == tls.certificates.len())
+                .then(|| Certificates::from_pairs(pairs).ok())
+                .flatten();
+            self.tls.listeners.push(loaded.map(Arc::new));
+        } else {
+            self.tls.listeners.push(None);
         }
     }
 
@@ -596,8 +623,13 @@ impl Checker<'_> {
             if let Some(ca) = &tls.ca_file {
                 if let Some(resolved) = self.readable_file(&key_path(&tp, "ca_file"), ca, "CA file")
                 {
-                    if let Err(msg) = crate::tls::check_ca_file(&resolved) {
-                        self.value(&key_path(&tp, "ca_file"), msg);
+                    match CaFile::load(&resolved) {
+                        Ok(ca) => {
+                            self.tls.ca_files.insert(name.to_string(), Arc::new(ca));
+                        }
+                        Err(e) => {
+                            self.value(&key_path(&tp, "ca_file"), e.to_string());
+                        }
                     }
                 }
             }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::snapshot::SnapshotCell;
+use crate::control::reload::ReloadRequest;
 use crate::metrics::Metrics;
 use crate::proxy::answer::json_response;
 use crate::proxy::body::ResponseBody;
@@ -29,11 +30,6 @@ use crate::util::clock;
 
 /// How long an admin connection may take to send its request headers.
 const ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// A reload asked for through the API; the supervisor answers with the errors, if any.
-pub struct ReloadRequest {
-    pub respond: oneshot::Sender<Result<(), String>>,
-}
 
 /// What the admin handlers read.
 pub struct AdminState {
@@ -276,7 +272,7 @@ async fn reload(state: &AdminState) -> Response<ResponseBody> {
         Ok(Ok(Ok(()))) => (StatusCode::OK, serde_json::json!({"status": "reloaded"})),
         Ok(Ok(Err(errors))) => (
             StatusCode::BAD_REQUEST,
-            serde_json::json!({"error": "the new config is invalid; the old one keeps serving", "errors": errors.lines().collect::<Vec<_>>()}),
+            serde_json::json!({"error": "the new config is invalid; the old one keeps serving", "errors": errors.lines()}),
         ),
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,

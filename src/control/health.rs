@@ -267,7 +267,7 @@ impl Probe {
             &mut out,
         )
         .await
-        .map_err(|e| upstream::error_chain(&e))?;
+        .map_err(|e| crate::util::report::error_chain(&e))?;
         let status = resp.status().as_u16();
         match &self.spec.check.ask {
             // The body is dropped unread: the connection is not reused anyway.

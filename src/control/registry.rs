@@ -12,7 +12,7 @@
 //!   the entries and sends the supervisor the full, effective node set of every pool whose
 //!   set changed ([`RegistryUpdate`]).
 //! - The **supervisor** ([`crate::control::supervisor`]) is the only place that builds and swaps snapshots.
-//!   Its end of the channel is a [`Link`]: it drains every pending update before one rebuild
+//!   Its end of the channel is a [`RegistryHandle`]: it drains every pending update before one rebuild
 //!   (a burst of messages costs a few rebuilds, not one each), and it also starts, restarts
 //!   and stops the task when a reload changes the `redis` section. Updates carry the
 //!   generation of the task that sent them, so a stopped task's last words are ignored.
@@ -210,7 +210,7 @@ pub fn backoff(attempt: u32) -> Duration {
 /// One batch from the registry task: the full effective node set of each pool listed.
 #[derive(Debug, Clone)]
 pub struct RegistryUpdate {
-    /// Which task sent it (see [`Link`]).
+    /// Which task sent it (see [`RegistryHandle`]).
     pub generation: u64,
     pub pools: Vec<(String, Vec<RegistryNode>)>,
 }
@@ -249,18 +249,18 @@ pub fn judge(field: &str, value: &str, now_ms: u64) -> Verdict {
 
 /// The supervisor's end: owns the channel, the running task's handle and the current
 /// registry entries.
-pub struct Link {
+pub struct RegistryHandle {
     metrics: Metrics,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     tx: mpsc::Sender<RegistryUpdate>,
     rx: mpsc::Receiver<RegistryUpdate>,
     generation: u64,
-    running: Option<Running>,
+    running: Option<RunningSubscriber>,
     registry: Registry,
 }
 
-struct Running {
+struct RunningSubscriber {
     config: RedisConfig,
     stop: CancellationToken,
     pools: watch::Sender<Arc<Vec<String>>>,
@@ -274,10 +274,14 @@ fn same_redis(a: &RedisConfig, b: &RedisConfig) -> bool {
         && a.resync_interval == b.resync_interval
 }
 
-impl Link {
-    pub fn new(metrics: Metrics, shutdown: CancellationToken, tracker: TaskTracker) -> Link {
+impl RegistryHandle {
+    pub fn new(
+        metrics: Metrics,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> RegistryHandle {
         let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
-        Link {
+        RegistryHandle {
             metrics,
             shutdown,
             tracker,
@@ -330,7 +334,7 @@ impl Link {
         let stop = self.shutdown.child_token();
         let (pools_tx, pools_rx) = watch::channel(Arc::new(pools));
         let (initial_tx, initial_rx) = oneshot::channel();
-        let task = Task {
+        let task = Subscriber {
             generation: self.generation,
             config: config.clone(),
             pools: pools_rx,
@@ -347,7 +351,7 @@ impl Link {
             outage_logged: false,
         };
         self.tracker.spawn(task.run(stop.clone()));
-        self.running = Some(Running {
+        self.running = Some(RunningSubscriber {
             config,
             stop,
             pools: pools_tx,
@@ -355,7 +359,7 @@ impl Link {
         });
     }
 
-    /// After [`Link::configure`] started a task: wait, at most `timeout`, for its first
+    /// After [`RegistryHandle::configure`] started a task: wait, at most `timeout`, for its first
     /// attempt (a full read, or a failure to connect), then take in what it sent. Returns
     /// whether the registry changed.
     pub async fn initial_sync(&mut self, timeout: Duration) -> bool {
@@ -408,7 +412,7 @@ impl Link {
     }
 }
 
-impl Drop for Link {
+impl Drop for RegistryHandle {
     /// The task stops with its link (also when start-up fails after starting it).
     fn drop(&mut self) {
         if let Some(run) = &self.running {
@@ -477,7 +481,7 @@ async fn within<T>(
 }
 
 /// The registry task.
-struct Task {
+struct Subscriber {
     generation: u64,
     config: RedisConfig,
     pools: watch::Receiver<Arc<Vec<String>>>,
@@ -500,7 +504,7 @@ struct Task {
     outage_logged: bool,
 }
 
-impl Task {
+impl Subscriber {
     async fn run(mut self, stop: CancellationToken) {
         let url = redact_url(&self.config.url);
         let client = match open_client(&self.config.url) {

@@ -1,20 +1,29 @@
 //! The supervisor: starts everything, owns every background task, reloads, shuts down.
 //!
-//! Start-up order: build the first snapshot, bind every listener and the admin API (a taken
-//! port fails start-up before anything is served), then serve and report ready. All tasks
-//! share one cancellation token and one task tracker; shutdown is: not ready → stop
+//! Start-up, in named steps ([`Supervisor::start`]): the Redis registry task first (so the
+//! first snapshot has the registered nodes), the first snapshot, the access log and the
+//! request handler, then every socket is bound (a taken port fails start-up before anything
+//! is served), the config file is watched and the signals are caught, and only then do the
+//! listeners, the admin API and the health probes start and the process reports ready. All
+//! tasks share one cancellation token and one task tracker; shutdown is: not ready → stop
 //! accepting → let in-flight requests finish, bounded by `shutdown_timeout` → exit.
 //!
-//! Reloads (SIGHUP, the admin API) all go through [`Supervisor::reload`]: the new file is
-//! parsed and validated fully first; if anything is wrong the old config keeps serving.
+//! Reloads (SIGHUP, the config-file watch, the admin API) all go through
+//! [`Supervisor::reload`]: the new file is parsed and validated fully (its certificates and
+//! CA files loaded), and the listeners' changes planned, before anything changes; if
+//! anything is wrong the old config keeps serving. The snapshot changes in one place,
+//! [`Supervisor::swap_in`] — build, store, bring the probes in line — for config reloads
+//! and registry updates alike; this loop is the only caller, so builds never race.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,19 +31,25 @@ use tokio_util::task::TaskTracker;
 
 use crate::balance::build::{build, Resolve};
 use crate::balance::snapshot::SnapshotCell;
-use crate::config::{self, LoadedConfig};
-use crate::control::admin::{self, AdminState, ReloadRequest};
+use crate::config::{self, Config, LoadedConfig};
+use crate::control::admin::{self, AdminState};
+use crate::control::files::{ConfigWatch, LoadedHash};
 use crate::control::health::HealthSupervisor;
-use crate::control::registry;
-use crate::control::watch::{ConfigWatch, LoadedHash};
-use crate::downstream::listener::{self, Listener, ProxyProtocolSlot, ServeContext, TlsSlot};
-use crate::metrics::Metrics;
+use crate::control::listeners::{self, Launch, Listeners};
+use crate::control::registry::{self, RegistryHandle};
+use crate::control::reload::{ReloadError, ReloadRequest};
+use crate::metrics::{Metrics, ReloadResult};
 use crate::proxy::accesslog::AccessLog;
 use crate::proxy::handler::Proxy;
-use crate::tls::TlsTerminator;
+
+/// How long admin connections get to finish once everything else has stopped.
+const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Admin reload requests queued while a reload runs.
+const RELOAD_QUEUE: usize = 8;
 
 /// Addresses actually bound (port 0 in the config becomes a real port).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Bound {
     pub listeners: Vec<(String, SocketAddr)>,
     pub admin: Option<SocketAddr>,
@@ -57,19 +72,19 @@ pub struct Supervisor {
     admin_shutdown: CancellationToken,
     admin_tracker: TaskTracker,
     reload_rx: mpsc::Receiver<ReloadRequest>,
-    /// Wake-ups from the config file watcher.
+    /// Wake-ups from the config file watch.
     file_changed: mpsc::Receiver<()>,
-    /// Content hash of the config last loaded or tried, shared with the file watcher so it
+    /// Content hash of the config last loaded or tried, shared with the file watch so it
     /// neither misses a change nor repeats a reload that already happened.
     loaded_hash: LoadedHash,
     signals: Signals,
     /// The listeners serving now, for reconciliation on reload.
-    listeners: Vec<RunningListener>,
+    listeners: Listeners,
     /// The request handler, for listeners added by a reload.
     proxy: Arc<Proxy>,
     health: Arc<HealthSupervisor>,
-    /// Live registration (issue 4): the Redis registry task's updates and current entries.
-    registry: registry::Link,
+    /// Live registration: the Redis registry task's updates and current entries.
+    registry: RegistryHandle,
     pub bound: Bound,
 }
 
@@ -82,147 +97,107 @@ impl Supervisor {
         config_path: Option<PathBuf>,
     ) -> anyhow::Result<Supervisor> {
         let metrics = Metrics::new();
-        let loaded = Arc::new(loaded);
+        let config = Arc::new(loaded);
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
-        // Live registration (issue 4): start the Redis registry task first, so that the first
-        // snapshot has the registered nodes (waiting at most INITIAL_SYNC_TIMEOUT).
-        let mut registry = registry::Link::new(metrics.clone(), shutdown.clone(), tracker.clone());
-        registry.configure(&loaded.config);
-        registry.initial_sync(registry::INITIAL_SYNC_TIMEOUT).await;
-        let snap = build(&loaded, registry.registry(), None, &metrics, Resolve::All).await;
-        let snapshot = Arc::new(ArcSwap::from_pointee(snap));
-        let access_log = AccessLog::start(
-            &loaded.config.access_log,
-            metrics.access_log_dropped_total.clone(),
-            shutdown.clone(),
-            &tracker,
-        )
-        .with_context(|| {
-            format!(
-                "cannot open the access log {}: check the path and its permissions",
-                loaded.config.access_log.path
-            )
-        })?;
-        let proxy = Arc::new(Proxy::new(
-            Arc::clone(&snapshot),
-            metrics.clone(),
-            tracker.clone(),
-            access_log,
-        ));
-        let ready = Arc::new(AtomicBool::new(false));
-        let cfg = &loaded.config;
+        let registry = start_registry(&config.config, &metrics, &shutdown, &tracker).await;
+        let first = build(&config, registry.registry(), None, &metrics, Resolve::All).await;
+        let snapshot = Arc::new(ArcSwap::from_pointee(first));
+        let proxy = start_proxy(&config.config, &snapshot, &metrics, &shutdown, &tracker)?;
 
         // Bind everything before serving anything.
-        let mut listeners = Vec::with_capacity(cfg.listeners.len());
-        for l in &cfg.listeners {
-            listeners.push(prepare_listener(l, &loaded.base_dir, &metrics).await?);
-        }
-        let admin = match &cfg.admin {
-            Some(a) => Some(admin::bind(&a.bind).await.with_context(|| {
-                format!(
-                    "cannot bind the admin API to {}: is another process using the port?",
-                    a.bind
-                )
-            })?),
-            None => None,
-        };
-
-        let (reload_tx, reload_rx) = mpsc::channel(8);
-        let (file_tx, file_changed) = mpsc::channel(1);
-        let loaded_hash: LoadedHash = Arc::new(AtomicU64::new(loaded.source_hash));
-        if let Some(path) = &config_path {
-            // Set up before reporting ready, so no edit after "ready" can be missed.
-            match ConfigWatch::start(path.clone()) {
-                Ok(watch) => {
-                    tracker.spawn(watch.run(Arc::clone(&loaded_hash), file_tx, shutdown.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or the admin API instead");
-                }
-            }
-        }
+        let bound_listeners = listeners::bind_all(&config, &metrics).await?;
+        let admin = bind_admin(&config.config).await?;
+        let loaded_hash: LoadedHash = Arc::new(AtomicU64::new(config.source_hash));
+        let file_changed =
+            watch_config_file(config_path.as_deref(), &loaded_hash, &shutdown, &tracker);
         // Signal handlers exist before "ready": a signal sent the moment the process says
         // it is ready is handled (reload or drain), never the default action (death).
-        let signals = Signals {
-            hup: signal(SignalKind::hangup())?,
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        };
-        let admin_shutdown = CancellationToken::new();
-        let admin_tracker = TaskTracker::new();
-        let mut bound = Bound {
-            listeners: Vec::new(),
-            admin: None,
-        };
-        let mut running = Vec::with_capacity(listeners.len());
-        for (l, cfg_l) in listeners.into_iter().zip(&cfg.listeners) {
-            bound.listeners.push((l.name.clone(), l.local_addr));
-            running.push(launch_listener(
-                l,
-                cfg_l,
-                &proxy,
-                &cfg.limits,
-                &shutdown,
-                &tracker,
-            ));
-        }
-        if let Some((tcp, addr)) = admin {
-            tracing::info!(addr = %addr, "admin listening");
-            bound.admin = Some(addr);
-            let token_env = cfg.admin.as_ref().and_then(|a| a.token_env.clone());
-            let token = token_env
-                .as_deref()
-                .and_then(|v| std::env::var(v).ok())
-                .filter(|t| !t.is_empty());
-            if token.is_none() {
-                tracing::info!("admin API mutations are disabled: no token (set admin.token_env and that environment variable)");
-            }
-            let state = Arc::new(AdminState {
-                snapshot: Arc::clone(&snapshot),
-                metrics: metrics.clone(),
-                ready: Arc::clone(&ready),
-                token,
-                token_env,
-                reload: reload_tx,
-            });
-            admin_tracker.spawn(admin::serve(
-                tcp,
-                state,
-                admin_shutdown.clone(),
-                admin_tracker.clone(),
-            ));
-        }
-        let health = HealthSupervisor::new(metrics.clone(), shutdown.clone(), tracker.clone());
-        health.reconcile(&snapshot.load());
-        tracker.spawn(Arc::clone(&health).sweep_ejections(Arc::clone(&snapshot)));
+        let signals = Signals::install()?;
 
-        ready.store(true, Ordering::Relaxed);
-        tracing::info!(
-            pools = snapshot.load().pools.len(),
-            routes = cfg.routes.len(),
-            "switchyard ready"
-        );
-        Ok(Supervisor {
+        let (reload_tx, reload_rx) = mpsc::channel(RELOAD_QUEUE);
+        let mut sup = Supervisor {
             config_path,
-            config: loaded,
             snapshot,
-            metrics,
-            ready,
+            metrics: metrics.clone(),
+            ready: Arc::new(AtomicBool::new(false)),
+            health: HealthSupervisor::new(metrics, shutdown.clone(), tracker.clone()),
             shutdown,
             tracker,
-            admin_shutdown,
-            admin_tracker,
+            admin_shutdown: CancellationToken::new(),
+            admin_tracker: TaskTracker::new(),
             reload_rx,
             file_changed,
             loaded_hash,
             signals,
-            listeners: running,
+            listeners: Listeners::default(),
             proxy,
-            health,
             registry,
-            bound,
-        })
+            bound: Bound::default(),
+            config,
+        };
+        let with = Launch {
+            proxy: &sup.proxy,
+            limits: &sup.config.config.limits,
+            shutdown: &sup.shutdown,
+            tracker: &sup.tracker,
+        };
+        sup.bound.listeners = sup.listeners.launch(bound_listeners, &with);
+        if let Some(admin) = admin {
+            sup.serve_admin(admin, reload_tx);
+        }
+        sup.start_health_checks();
+        sup.ready.store(true, Ordering::Relaxed);
+        tracing::info!(
+            pools = sup.snapshot.load().pools.len(),
+            routes = sup.config.config.routes.len(),
+            "switchyard ready"
+        );
+        Ok(sup)
+    }
+
+    /// Serve the admin API on its bound socket until everything else has drained.
+    fn serve_admin(
+        &mut self,
+        (tcp, addr): (TcpListener, SocketAddr),
+        reload: mpsc::Sender<ReloadRequest>,
+    ) {
+        tracing::info!(addr = %addr, "admin listening");
+        self.bound.admin = Some(addr);
+        let token_env = self
+            .config
+            .config
+            .admin
+            .as_ref()
+            .and_then(|a| a.token_env.clone());
+        let token = token_env
+            .as_deref()
+            .and_then(|v| std::env::var(v).ok())
+            .filter(|t| !t.is_empty());
+        if token.is_none() {
+            tracing::info!("admin API mutations are disabled: no token (set admin.token_env and that environment variable)");
+        }
+        let state = Arc::new(AdminState {
+            snapshot: Arc::clone(&self.snapshot),
+            metrics: self.metrics.clone(),
+            ready: Arc::clone(&self.ready),
+            token,
+            token_env,
+            reload,
+        });
+        self.admin_tracker.spawn(admin::serve(
+            tcp,
+            state,
+            self.admin_shutdown.clone(),
+            self.admin_tracker.clone(),
+        ));
+    }
+
+    /// Probes for the first snapshot's nodes, and the sweep that logs ejections ending.
+    fn start_health_checks(&self) {
+        self.health.reconcile(&self.snapshot.load());
+        self.tracker
+            .spawn(Arc::clone(&self.health).sweep_ejections(Arc::clone(&self.snapshot)));
     }
 
     /// Serve until SIGTERM or SIGINT; reload on SIGHUP and admin requests. Returns after a
@@ -251,64 +226,51 @@ impl Supervisor {
     }
 
     /// Re-read the config file and swap in a new snapshot, or keep the old one and return
-    /// every error.
-    pub async fn reload(&mut self) -> Result<(), String> {
+    /// every error. Counted in `switchyard_config_reloads_total` and logged either way.
+    pub async fn reload(&mut self) -> Result<(), ReloadError> {
         let Some(path) = self.config_path.clone() else {
-            return Err("this process was not started from a config file".to_string());
+            return Err(ReloadError::NoConfigFile);
         };
-        let path = path.as_path();
-        let text = match tokio::fs::read_to_string(path).await {
-            Ok(t) => t,
-            Err(e) => {
-                let errors = config::unreadable(path, &e);
-                self.metrics
-                    .config_reloads_total
-                    .with_label_values(&["failure"])
-                    .inc();
-                tracing::error!(error = %errors, "config reload rejected; the old config keeps serving");
-                return Err(errors.to_string());
-            }
-        };
-        // Remember what was tried, good or bad, so the watcher does not try it again.
-        self.loaded_hash
-            .store(config::content_hash(text.as_bytes()), Ordering::Relaxed);
-        let loaded = config::load_text(path, &text).map_err(|e| e.to_string());
-        let plan = match &loaded {
-            Ok(l) => self.plan_listeners(l).await,
-            Err(_) => Ok(ListenerPlan::default()),
-        };
-        let loaded = match (loaded, plan) {
-            (Ok(l), Ok(plan)) => Ok((l, plan)),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        };
-        match loaded {
-            Ok((loaded, plan)) => {
-                self.apply_listeners(plan, &loaded.config.limits);
-                // Start, restart or stop the registry task if the redis section changed.
-                self.registry.configure(&loaded.config);
-                self.swap_in(Arc::new(loaded), Resolve::All).await;
-                self.metrics
-                    .config_reloads_total
-                    .with_label_values(&["success"])
-                    .inc();
+        let result = self.try_reload(&path).await;
+        match &result {
+            Ok(()) => {
+                self.metrics.config_reload(ReloadResult::Success);
                 tracing::info!(path = %path.display(), "config reloaded");
-                Ok(())
             }
-            Err(errors) => {
-                self.metrics
-                    .config_reloads_total
-                    .with_label_values(&["failure"])
-                    .inc();
-                for e in errors.lines() {
-                    tracing::error!(error = %e, "config reload rejected; the old config keeps serving");
+            Err(e) => {
+                self.metrics.config_reload(ReloadResult::Failure);
+                for line in e.lines() {
+                    tracing::error!(error = %line, "config reload rejected; the old config keeps serving");
                 }
-                Err(errors)
             }
         }
+        result
+    }
+
+    async fn try_reload(&mut self, path: &Path) -> Result<(), ReloadError> {
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| ReloadError::Config(config::unreadable(path, &e)))?;
+        // Remember what was tried, good or bad, so the watch does not try it again.
+        self.loaded_hash
+            .store(config::content_hash(text.as_bytes()), Ordering::Relaxed);
+        let loaded = config::load_text(path, &text).map_err(ReloadError::Config)?;
+        let plan = listeners::plan(&self.listeners, &loaded, &self.metrics).await?;
+        let with = Launch {
+            proxy: &self.proxy,
+            limits: &loaded.config.limits,
+            shutdown: &self.shutdown,
+            tracker: &self.tracker,
+        };
+        self.listeners.apply(plan, &with);
+        // Start, restart or stop the registry task if the redis section changed.
+        self.registry.configure(&loaded.config);
+        self.swap_in(Arc::new(loaded), Resolve::All).await;
+        Ok(())
     }
 
     /// Registry entries changed (every pending update already taken in): rebuild on the
-    /// current config and swap. Only this loop builds snapshots, so rebuilds are serialized.
+    /// config in use.
     async fn apply_registry(&mut self) {
         self.swap_in(Arc::clone(&self.config), Resolve::NewOnly)
             .await;
@@ -316,7 +278,7 @@ impl Supervisor {
 
     /// Build a snapshot of `config` with the current registry entries, carrying state over
     /// from the one in use, swap it in and bring the health probes in line with it: the one
-    /// way the snapshot changes after start-up (config reloads and registry updates).
+    /// way the snapshot changes after start-up.
     async fn swap_in(&mut self, config: Arc<LoadedConfig>, names: Resolve) {
         let prev = self.snapshot.load_full();
         let next = build(
@@ -357,197 +319,82 @@ impl Supervisor {
     }
 }
 
-/// How long admin connections get to finish once everything else has stopped.
-const ADMIN_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-impl Supervisor {
-    /// Work out what a new config means for the listeners, doing everything that can fail
-    /// (binding new addresses, loading certificates) before anything changes: on error the
-    /// whole reload is rejected and nothing is touched.
-    async fn plan_listeners(&self, loaded: &LoadedConfig) -> Result<ListenerPlan, String> {
-        let mut plan = ListenerPlan::default();
-        let mut taken = vec![false; self.listeners.len()];
-        for l in &loaded.config.listeners {
-            // A listener is identified by its bind; with an ephemeral port (`:0`, tests)
-            // the bind alone says nothing, so the name must match too.
-            let same = |r: &RunningListener| {
-                r.bind == l.bind && (r.name == l.name || !l.bind.ends_with(":0"))
-            };
-            let found = (0..self.listeners.len()).find(|&i| !taken[i] && same(&self.listeners[i]));
-            if let Some(i) = found {
-                taken[i] = true;
-                plan.proxy_protocol.push((i, l.proxy_protocol));
-            }
-            match found {
-                Some(i) if self.listeners[i].tls_cfg == l.tls => plan.keep.push(i),
-                Some(i) => {
-                    // Same bind, new TLS settings (added, changed or removed).
-                    let tls = match &l.tls {
-                        Some(t) => Some(
-                            TlsTerminator::new(&l.name, t, &loaded.base_dir, &self.metrics)
-                                .map_err(|e| format!("listener `{}`: {e}", l.name))?,
-                        ),
-                        None => None,
-                    };
-                    plan.keep.push(i);
-                    plan.retls.push((i, l.tls.clone(), tls));
-                }
-                None => {
-                    let prepared = prepare_listener(l, &loaded.base_dir, &self.metrics)
-                        .await
-                        .map_err(|e| format!("{e:#}"))?;
-                    plan.add.push((prepared, l.clone()));
-                }
-            }
-        }
-        Ok(plan)
-    }
-
-    /// Carry out a plan: swap TLS settings, start added listeners, stop removed ones
-    /// (they stop accepting and close their connections politely; requests in flight
-    /// finish). Binds that stay are not touched, and neither are their connections.
-    fn apply_listeners(&mut self, plan: ListenerPlan, limits: &crate::config::LimitsConfig) {
-        for (i, on) in plan.proxy_protocol {
-            let r = &self.listeners[i];
-            if r.proxy_protocol
-                .swap(on, std::sync::atomic::Ordering::Relaxed)
-                != on
-            {
-                tracing::info!(listener = %r.name, proxy_protocol = on, "listener PROXY protocol setting changed");
-            }
-        }
-        for (i, tls_cfg, tls) in plan.retls {
-            let r = &mut self.listeners[i];
-            if let Some(old) = r.tls_watch.take() {
-                old.cancel();
-            }
-            if let Some(t) = &tls {
-                let stop = r.stop.child_token();
-                t.watch(stop.clone(), &self.tracker);
-                r.tls_watch = Some(stop);
-            }
-            r.tls.store(tls);
-            r.tls_cfg = tls_cfg;
-            tracing::info!(listener = %r.name, tls = r.tls_cfg.is_some(), "listener TLS settings changed");
-        }
-        let mut kept = vec![false; self.listeners.len()];
-        for i in plan.keep {
-            kept[i] = true;
-        }
-        let mut i = 0;
-        self.listeners.retain(|r| {
-            let keep = kept[i];
-            i += 1;
-            if !keep {
-                tracing::info!(listener = %r.name, bind = %r.bind, "listener removed: no longer accepting");
-                r.stop.cancel();
-            }
-            keep
-        });
-        for (l, cfg_l) in plan.add {
-            let r = launch_listener(
-                l,
-                &cfg_l,
-                &self.proxy,
-                limits,
-                &self.shutdown,
-                &self.tracker,
-            );
-            self.listeners.push(r);
-        }
-    }
-}
-
-/// A listener that is serving.
-struct RunningListener {
-    name: String,
-    /// The configured bind, the identity of a listener across reloads.
-    bind: String,
-    tls_cfg: Option<crate::config::ListenerTlsConfig>,
-    tls: TlsSlot,
-    /// `proxy_protocol`, read by each new connection; a reload may switch it.
-    proxy_protocol: ProxyProtocolSlot,
-    /// Stops the certificate-file watch of the current TLS settings.
-    tls_watch: Option<CancellationToken>,
-    /// Stops this listener alone (a child of the process's shutdown token).
-    stop: CancellationToken,
-}
-
-/// What a reload does to the listeners; built by `plan_listeners`.
-#[derive(Default)]
-struct ListenerPlan {
-    /// Indices of running listeners that stay.
-    keep: Vec<usize>,
-    /// Running listeners whose TLS settings change: (index, new settings, terminator).
-    retls: Vec<(
-        usize,
-        Option<crate::config::ListenerTlsConfig>,
-        Option<Arc<TlsTerminator>>,
-    )>,
-    /// New listeners, bound and ready to serve.
-    add: Vec<(Listener, crate::config::ListenerConfig)>,
-    /// Running listeners that stay, with their new `proxy_protocol` setting.
-    proxy_protocol: Vec<(usize, bool)>,
-}
-
-/// Bind a listener and load its certificates: everything that can fail, before serving.
-async fn prepare_listener(
-    l: &crate::config::ListenerConfig,
-    base_dir: &std::path::Path,
+/// The Redis registry task, started first so that the first snapshot has the registered
+/// nodes (waiting at most `INITIAL_SYNC_TIMEOUT` for them).
+async fn start_registry(
+    config: &Config,
     metrics: &Metrics,
-) -> anyhow::Result<Listener> {
-    let bound = Listener::bind(&l.name, &l.bind).await.with_context(|| {
-        format!(
-            "cannot bind listener `{}` to {}: is another process using the port?",
-            l.name, l.bind
-        )
-    })?;
-    let tls = match &l.tls {
-        Some(t) => Some(
-            TlsTerminator::new(&l.name, t, base_dir, metrics).with_context(|| {
-                format!("listener `{}`: cannot load its TLS certificates", l.name)
-            })?,
-        ),
-        None => None,
-    };
-    Ok(bound.with_tls(tls).with_proxy_protocol(l.proxy_protocol))
-}
-
-/// Start serving a bound listener.
-fn launch_listener(
-    l: Listener,
-    cfg: &crate::config::ListenerConfig,
-    proxy: &Arc<Proxy>,
-    limits: &crate::config::LimitsConfig,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
-) -> RunningListener {
-    tracing::info!(listener = %l.name, addr = %l.local_addr, "listening");
-    let stop = shutdown.child_token();
-    let tls = l.tls_slot();
-    let proxy_protocol = l.proxy_protocol_slot();
-    let tls_watch = tls.load_full().map(|t| {
-        let token = stop.child_token();
-        t.watch(token.clone(), tracker);
-        token
-    });
-    let running = RunningListener {
-        name: l.name.clone(),
-        bind: cfg.bind.clone(),
-        tls_cfg: cfg.tls.clone(),
-        tls,
-        proxy_protocol,
-        tls_watch,
-        stop: stop.clone(),
+) -> RegistryHandle {
+    let mut registry = RegistryHandle::new(metrics.clone(), shutdown.clone(), tracker.clone());
+    registry.configure(config);
+    registry.initial_sync(registry::INITIAL_SYNC_TIMEOUT).await;
+    registry
+}
+
+/// The access log and the request handler every listener serves with.
+fn start_proxy(
+    config: &Config,
+    snapshot: &Arc<SnapshotCell>,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<Arc<Proxy>> {
+    let access_log = AccessLog::start(
+        &config.access_log,
+        metrics.access_log_dropped_total.clone(),
+        shutdown.clone(),
+        tracker,
+    )
+    .with_context(|| {
+        format!(
+            "cannot open the access log {}: check the path and its permissions",
+            config.access_log.path
+        )
+    })?;
+    Ok(Arc::new(Proxy::new(
+        Arc::clone(snapshot),
+        metrics.clone(),
+        tracker.clone(),
+        access_log,
+    )))
+}
+
+async fn bind_admin(config: &Config) -> anyhow::Result<Option<(TcpListener, SocketAddr)>> {
+    let Some(a) = &config.admin else {
+        return Ok(None);
     };
-    let ctx = Arc::new(ServeContext {
-        proxy: Arc::clone(proxy),
-        limits: limits.clone(),
-        shutdown: stop,
-        tracker: tracker.clone(),
-    });
-    tracker.spawn(listener::serve(l, ctx));
-    running
+    let bound = admin::bind(&a.bind).await.with_context(|| {
+        format!(
+            "cannot bind the admin API to {}: is another process using the port?",
+            a.bind
+        )
+    })?;
+    Ok(Some(bound))
+}
+
+/// Watch the config file (set up before reporting ready, so no edit after "ready" can be
+/// missed); its wake-ups arrive on the returned channel. Without a file (the demo) or a
+/// watch, nothing ever arrives.
+fn watch_config_file(
+    path: Option<&Path>,
+    loaded_hash: &LoadedHash,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    if let Some(path) = path {
+        match ConfigWatch::start(path.to_path_buf()) {
+            Ok(watch) => {
+                tracker.spawn(watch.run(Arc::clone(loaded_hash), tx, shutdown.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or the admin API instead");
+            }
+        }
+    }
+    rx
 }
 
 /// The signals the supervisor acts on.
@@ -557,6 +404,14 @@ struct Signals {
     int: Signal,
 }
 
-fn signal(kind: SignalKind) -> anyhow::Result<Signal> {
-    tokio::signal::unix::signal(kind).context("cannot install a signal handler")
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        let signal =
+            |kind| tokio::signal::unix::signal(kind).context("cannot install a signal handler");
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
 }

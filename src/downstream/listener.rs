@@ -59,7 +59,8 @@ use crate::downstream::h1guard::{GuardHandle, GuardedIo};
 use crate::downstream::proxy_protocol;
 use crate::metrics::Metrics;
 use crate::proxy::handler::{ConnInfo, ListenerInfo, Proxy};
-use crate::tls::TlsTerminator;
+use crate::tls::protocol::{ALPN_H2, ALPN_HTTP11};
+use crate::tls::server::TlsTerminator;
 
 /// Pause after an accept error such as EMFILE, so a full fd table does not spin the loop.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -412,10 +413,10 @@ async fn serve_tls(
     };
     match stream.get_ref().1.alpn_protocol() {
         // HTTP/2 frames its messages itself: nothing for the HTTP/1 guard to watch.
-        Some(crate::tls::ALPN_H2) => {
+        Some(ALPN_H2) => {
             serve_connection(stream, info, None, ctx, conn_ctx, handler, &builders.http2).await;
         }
-        Some(crate::tls::ALPN_HTTP11) => {
+        Some(ALPN_HTTP11) => {
             serve_guarded(stream, info, ctx, conn_ctx, handler, &builders.http1).await;
         }
         _ => serve_guarded(stream, info, ctx, conn_ctx, handler, &builders.auto).await,

@@ -322,7 +322,9 @@ mod tests {
                 "10.0.0.1:80 refused",
             ))),
             ProxyError::Upstream(UpstreamError::Read(std::io::Error::other("reset"))),
-            ProxyError::Upstream(UpstreamError::TlsSettings("10.0.0.1 reset".into())),
+            ProxyError::Upstream(UpstreamError::TlsSettings(
+                crate::upstream::TlsSettingsError::NoServerName,
+            )),
             ProxyError::UpstreamStatus(503),
         ]
     }

@@ -499,7 +499,7 @@ impl Proxy {
                             // The client's body broke (or crossed `max_body_bytes`, or
                             // stalled): the client's doing, not the node's — nothing is
                             // held against the node and nothing is retried.
-                            tracing::debug!(pool = %pool.name, error = %upstream::error_chain(&e), "request body failed");
+                            tracing::debug!(pool = %pool.name, error = %crate::util::report::error_chain(&e), "request body failed");
                             return Err((client_body_error(&e), log));
                         }
                         // A node that stops answering must not look fast while its estimate
@@ -520,7 +520,7 @@ impl Proxy {
                         };
                         node.metrics.record(outcome);
                         outlier::record(pool, node, true, now_ms);
-                        tracing::debug!(pool = %pool.name, node = %node.addr, error = %upstream::error_chain(&e), attempt, "upstream attempt failed");
+                        tracing::debug!(pool = %pool.name, node = %node.addr, error = %crate::util::report::error_chain(&e), attempt, "upstream attempt failed");
                         last_err = ProxyError::Upstream(e);
                         if !(can_retry
                             && retry

@@ -26,7 +26,7 @@ impl Stream {
     pub fn alpn_h2(&self) -> bool {
         match self {
             Stream::Plain(_) => false,
-            Stream::Tls(s) => s.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2),
+            Stream::Tls(s) => s.get_ref().1.alpn_protocol() == Some(crate::tls::protocol::ALPN_H2),
         }
     }
 }

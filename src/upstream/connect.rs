@@ -9,13 +9,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::attempt::Target;
 use super::conn::Stream;
-use super::error::UpstreamError;
+use super::error::{TlsSettingsError, UpstreamError};
 use super::transport::Transport;
 
 /// A new connection to the target's node, within the connect timeout and the deadline.
@@ -46,12 +47,8 @@ pub(crate) async fn open(
     let connector = tls
         .connector
         .as_ref()
-        .map_err(|e| UpstreamError::TlsSettings(e.clone()))?;
-    let name = server_name.ok_or_else(|| {
-        UpstreamError::TlsSettings(
-            "the node's host is not a valid TLS server name: set tls.server_name".to_string(),
-        )
-    })?;
+        .map_err(|e| UpstreamError::TlsSettings(TlsSettingsError::Client(Arc::clone(e))))?;
+    let name = server_name.ok_or(UpstreamError::TlsSettings(TlsSettingsError::NoServerName))?;
     match connector.connect(name.clone(), tcp).await {
         Ok(s) => Ok(Stream::Tls(Box::new(s))),
         Err(source) => Err(UpstreamError::Handshake {

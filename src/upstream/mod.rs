@@ -57,7 +57,7 @@ use rustls_pki_types::ServerName;
 pub use attempt::{idempotent, Exchange, Target};
 pub use conn::Upgraded;
 pub use conns::NodeConns;
-pub use error::{error_chain, Kind, UpstreamError};
+pub use error::{Kind, TlsSettingsError, UpstreamError};
 pub use request_body::{BodyError, Buffered, ClientBodyError, IdleTimer, RequestBody};
 pub use response_body::Body;
 pub use transport::{server_name, Protocol, TlsSettings, Transport, TransportSettings};

@@ -2,12 +2,14 @@
 //! timeout, idle connections kept, TLS) and what is built from them once per pool
 //! ([`Transport`]: the rustls client of a pool with a `tls` section).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Scheme;
 use rustls_pki_types::ServerName;
+
+use crate::tls::certs::{CaFile, TlsError};
+use crate::tls::client::{client_config, node_server_name};
 
 /// The protocol a pool speaks to its nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,15 +30,15 @@ pub struct TransportSettings {
     pub tls: Option<TlsSettings>,
 }
 
-/// A pool's `tls` section, with its CA file read: a reload after the CA file changed on
+/// A pool's `tls` section, with its CA file loaded: a reload after the CA file changed on
 /// disk compares unequal, and builds a new client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
     /// The name every node is verified as; `None`: each node's own host.
     pub server_name: Option<String>,
     pub insecure_skip_verify: bool,
-    /// The CA file (resolved path) and its content, or why it could not be read.
-    pub ca: Option<Result<(PathBuf, Vec<u8>), String>>,
+    /// The CA file, as config validation loaded and checked it.
+    pub ca: Option<Arc<CaFile>>,
 }
 
 /// How a pool talks to its nodes: settings, and the TLS client built from them once.
@@ -78,7 +80,7 @@ pub fn server_name(tls: Option<&TlsSettings>, node_addr: &str) -> Option<ServerN
     let tls = tls?;
     match &tls.server_name {
         Some(n) => ServerName::try_from(n.clone()).ok(),
-        None => crate::tls::node_server_name(node_addr),
+        None => node_server_name(node_addr),
     }
 }
 
@@ -86,7 +88,7 @@ pub fn server_name(tls: Option<&TlsSettings>, node_addr: &str) -> Option<ServerN
 pub(crate) struct TlsConnect {
     /// The rustls client, or why the pool's TLS settings could not be built: then every
     /// connect fails with that reason (fail closed) until a reload fixes it.
-    pub connector: Result<tokio_rustls::TlsConnector, String>,
+    pub connector: Result<tokio_rustls::TlsConnector, Arc<TlsError>>,
 }
 
 impl std::fmt::Debug for TlsConnect {
@@ -102,18 +104,9 @@ fn tls_connect(pool: &str, t: &TlsSettings, h2: bool) -> TlsConnect {
     if t.insecure_skip_verify {
         tracing::warn!(pool, "tls.insecure_skip_verify is on: upstream certificates are not verified, so the connection to this pool's nodes is not authenticated");
     }
-    let connector = match &t.ca {
-        Some(Err(e)) => Err(e.clone()),
-        _ => crate::tls::client_config(
-            t.insecure_skip_verify,
-            t.ca.as_ref()
-                .and_then(|r| r.as_ref().ok())
-                .map(|(p, pem)| (p.as_path(), pem.as_slice())),
-            h2,
-        )
+    let connector = client_config(t.insecure_skip_verify, t.ca.as_deref(), h2)
         .map(tokio_rustls::TlsConnector::from)
-        .map_err(|e| e.to_string()),
-    };
+        .map_err(Arc::new);
     if let Err(e) = &connector {
         tracing::error!(pool, error = %e, "cannot set up TLS to this pool's nodes; its requests fail (502) until the config is fixed and reloaded");
     }

@@ -3,10 +3,12 @@
 //!
 //! - [`clock`]: the monotonic milliseconds of node deadlines, and the wall clock;
 //! - [`random`]: a per-thread generator for request ids and jitter;
+//! - [`report`]: an error and its causes as one line;
 //! - [`sync`]: the poison-tolerant lock;
 //! - [`timefmt`]: RFC 3339 timestamps.
 
 pub mod clock;
 pub mod random;
+pub mod report;
 pub mod sync;
 pub mod timefmt;
