@@ -65,7 +65,6 @@ const ONLY: &[(&str, &[&str], &str)] = &[
 ];
 
 #[test]
-#[ignore = "src/ is not in layer folders yet: enabled by the restructuring that puts it there"]
 fn imports_follow_the_layers_and_form_no_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let report = check(&src);
