@@ -22,9 +22,10 @@ use clap::{Args, Subcommand};
 use redis::aio::MultiplexedConnection;
 
 use crate::config::validate::MAX_WEIGHT;
+use crate::config::values::NodeAddrError;
 use crate::config::Dur;
-use crate::control::registry::{
-    connection_config, open_client, parse_value, pool_key, redact_url, validate_addr, EntryValue,
+use crate::control::registry::protocol::{
+    connection_config, open_client, parse_entry, pool_key, redact_url, validate_addr, EntryValue,
     COMMAND_TIMEOUT, CONNECT_TIMEOUT,
 };
 use crate::util::clock::unix_ms;
@@ -102,34 +103,48 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-fn parse_pool(s: &str) -> Result<String, String> {
-    if s.is_empty() {
-        return Err("the pool name must not be empty".to_string());
+/// A command-line argument that is not what `switchyard node` expects.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum ArgError {
+    #[error("the pool name must not be empty")]
+    EmptyPool,
+    #[error("`*` is not a pool name (in a message it means every pool)")]
+    StarPool,
+    #[error(transparent)]
+    Addr(#[from] NodeAddrError),
+    #[error("the weight must be an integer from 1 to {MAX_WEIGHT}")]
+    Weight,
+    #[error("the ttl must be at least 1ms")]
+    TtlTooShort,
+    #[error("expected a duration such as 10s, 500ms or 1m")]
+    NotADuration,
+}
+
+fn parse_pool(s: &str) -> Result<String, ArgError> {
+    match s {
+        "" => Err(ArgError::EmptyPool),
+        "*" => Err(ArgError::StarPool),
+        _ => Ok(s.to_string()),
     }
-    if s == "*" {
-        return Err("`*` is not a pool name (in a message it means every pool)".to_string());
-    }
+}
+
+fn parse_addr(s: &str) -> Result<String, ArgError> {
+    validate_addr(s)?;
     Ok(s.to_string())
 }
 
-fn parse_addr(s: &str) -> Result<String, String> {
-    validate_addr(s).map(|()| s.to_string())
-}
-
-fn parse_weight(s: &str) -> Result<u32, String> {
+fn parse_weight(s: &str) -> Result<u32, ArgError> {
     match s.parse::<u32>() {
         Ok(w) if (1..=MAX_WEIGHT).contains(&w) => Ok(w),
-        _ => Err(format!(
-            "the weight must be an integer from 1 to {MAX_WEIGHT}"
-        )),
+        _ => Err(ArgError::Weight),
     }
 }
 
-fn parse_ttl(s: &str) -> Result<Dur, String> {
+fn parse_ttl(s: &str) -> Result<Dur, ArgError> {
     match Dur::parse(s) {
         Some(d) if d.0 >= Duration::from_millis(1) => Ok(d),
-        Some(_) => Err("the ttl must be at least 1ms".to_string()),
-        None => Err("expected a duration such as 10s, 500ms or 1m".to_string()),
+        Some(_) => Err(ArgError::TtlTooShort),
+        None => Err(ArgError::NotADuration),
     }
 }
 
@@ -381,7 +396,7 @@ async fn list(a: &ListArgs) -> anyhow::Result<()> {
             }
         };
         for (field, value) in hash {
-            let parsed = validate_addr(&field).and_then(|()| parse_value(&value));
+            let parsed = parse_entry(&field, &value);
             match parsed {
                 Err(reason) => eprintln!(
                     "note: {key} {field}: invalid entry, ignored by the balancers: {reason} (value {value:?})"

@@ -20,6 +20,7 @@
 
 pub mod model;
 pub mod validate;
+pub mod values;
 
 mod de;
 mod tree;

@@ -26,7 +26,7 @@
 //!   the listeners and pools then use — the files are not read a second time.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +35,7 @@ use strategies::Kind;
 
 use super::model::{Config, HashKey, HealthProtocol, ListenerConfig, PoolConfig, UpstreamProtocol};
 use super::tree::{index_path, key_path, Positions, Target};
+use super::values::{check_host_pattern, check_node_addr, check_path_prefix, parse_bind};
 use crate::tls::certs::{self, CaFile, CertSource, Certificates};
 
 /// Highest node weight (the strategies' tables are sized for it).
@@ -218,8 +219,8 @@ impl Checker<'_> {
     fn bind(&mut self, path: &str, text: &str, owner: String) {
         let addr = match parse_bind(text) {
             Ok(a) => a,
-            Err(msg) => {
-                self.value(path, msg);
+            Err(e) => {
+                self.value(path, e.to_string());
                 return;
             }
         };
@@ -346,13 +347,13 @@ impl Checker<'_> {
         for (i, r) in cfg.routes.iter().enumerate() {
             let p = index_path("routes", i);
             if let Some(host) = &r.host {
-                if let Err(msg) = check_host_pattern(host) {
-                    self.value(&key_path(&p, "host"), msg);
+                if let Err(e) = check_host_pattern(host) {
+                    self.value(&key_path(&p, "host"), e.to_string());
                 }
             }
             if let Some(prefix) = &r.path_prefix {
-                if let Err(msg) = check_path_prefix(prefix) {
-                    self.value(&key_path(&p, "path_prefix"), msg);
+                if let Err(e) = check_path_prefix(prefix) {
+                    self.value(&key_path(&p, "path_prefix"), e.to_string());
                 }
             }
             if !cfg.pools.contains_key(&r.pool) {
@@ -408,8 +409,8 @@ impl Checker<'_> {
             let np = index_path(&nodes_p, j);
             let addr_p = key_path(&np, "addr");
             match check_node_addr(&node.addr) {
-                Err(msg) => {
-                    self.value(&addr_p, msg);
+                Err(e) => {
+                    self.value(&addr_p, e.to_string());
                 }
                 Ok(()) => {
                     if let Some(&first) = seen.get(&node.addr.to_ascii_lowercase()) {
@@ -748,275 +749,9 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// A listener or admin address: a literal `IP:PORT`.
-pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = text.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let base = format!(
-        "invalid bind address `{text}`: expected IP:PORT such as 0.0.0.0:8080 or [::]:8080"
-    );
-    let hint = match text.rsplit_once(':') {
-        None if text.parse::<u16>().is_ok() => {
-            format!(" (add the IP: 0.0.0.0:{text} listens on every interface)")
-        }
-        None => String::new(),
-        Some(("", port)) => format!(" (add the IP: 0.0.0.0:{port} listens on every interface)"),
-        Some((_, port)) if port.parse::<u16>().is_err() => {
-            " (the port must be a number from 0 to 65535)".to_string()
-        }
-        Some(("localhost", port)) => {
-            format!(" (a host name is not allowed; write 127.0.0.1:{port})")
-        }
-        Some((host, _)) if host.contains(':') && !host.starts_with('[') => {
-            " (an IPv6 address needs brackets, as in [::1]:8080)".to_string()
-        }
-        Some(_) => " (a host name is not allowed here; write the IP address)".to_string(),
-    };
-    Err(base + &hint)
-}
-
-fn is_dns_label(l: &str) -> bool {
-    !l.is_empty()
-        && l.len() <= 63
-        && l.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// A host name (`a.example.com`) with labels of letters, digits, `-` and `_`.
-fn is_dns_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
-/// A node address `HOST:PORT`: a host name, an IPv4 address or a bracketed IPv6 address,
-/// and a port 1-65535.
-pub fn check_node_addr(s: &str) -> Result<(), String> {
-    const EXPECTED: &str =
-        "expected HOST:PORT such as 127.0.0.1:9001, backend.internal:8080 or [::1]:9001";
-    if let Some((scheme, rest)) = s.split_once("://") {
-        return Err(format!(
-            "invalid node address `{s}`: write it without the `{scheme}://` scheme, as `{}`; \
-             for HTTPS to the nodes add a `tls` section to the pool",
-            rest.trim_end_matches('/')
-        ));
-    }
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!(
-            "invalid node address `{s}`: the port is missing; {EXPECTED}"
-        ));
-    };
-    if host.contains(':') && !host.starts_with('[') {
-        return Err(format!(
-            "invalid node address `{s}`: an IPv6 address needs brackets, as in [::1]:9001"
-        ));
-    }
-    // Digits only: `u16::from_str` also takes a leading `+`, which no resolver does.
-    match port.parse::<u16>() {
-        Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => {}
-        _ => {
-            return Err(format!(
-                "invalid node address `{s}`: port `{port}` is not a number from 1 to 65535"
-            ))
-        }
-    }
-    let host_ok = if let Some(inner) = host.strip_prefix('[') {
-        inner
-            .strip_suffix(']')
-            .is_some_and(|v6| v6.parse::<Ipv6Addr>().is_ok())
-    } else if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        host.parse::<Ipv4Addr>().is_ok()
-    } else {
-        is_dns_name(host.strip_suffix('.').unwrap_or(host))
-    };
-    if host_ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid node address `{s}`: `{host}` is not a valid host; {EXPECTED}"
-        ))
-    }
-}
-
-/// A route's `host`: an exact name or `*.suffix`; case-insensitive, no port.
-pub fn check_host_pattern(h: &str) -> Result<(), String> {
-    if h.is_empty() {
-        return Err("host must not be empty; omit `host` to match any host".to_string());
-    }
-    if h.contains("://") {
-        return Err(format!(
-            "host `{h}` must be a bare name without a scheme, such as api.example.com"
-        ));
-    }
-    if h == "*" {
-        return Err("`*` alone is not a host pattern; omit `host` to match every host".to_string());
-    }
-    let rest = h.strip_prefix("*.").unwrap_or(h);
-    if rest.contains('*') {
-        return Err(if h.starts_with('*') && !h.starts_with("*.") {
-            format!(
-                "invalid wildcard host `{h}`: `*` must be a whole label followed by a dot, as \
-                 in `*.example.com` (which matches a.example.com but not example.com)"
-            )
-        } else {
-            format!(
-                "invalid wildcard host `{h}`: `*` is only allowed as the whole first label, as \
-                 in `*.example.com`"
-            )
-        });
-    }
-    if let Some(inner) = rest.strip_prefix('[') {
-        let ok = h == rest
-            && inner
-                .strip_suffix(']')
-                .is_some_and(|v6| v6.parse::<Ipv6Addr>().is_ok());
-        return if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "invalid host `{h}`: expected a name such as api.example.com, or an IPv6 \
-                 address in brackets"
-            ))
-        };
-    }
-    if let Some((_, port)) = rest.rsplit_once(':') {
-        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
-                "host `{h}` must not include a port: the port is ignored when matching, so \
-                 write `{}`",
-                h.trim_end_matches(port).trim_end_matches(':')
-            ));
-        }
-    }
-    if rest.ends_with('.') {
-        return Err(format!(
-            "host `{h}` must not end with a dot; write `{}`",
-            h.trim_end_matches('.')
-        ));
-    }
-    if rest.parse::<IpAddr>().is_ok() || is_dns_name(rest) {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid host `{h}`: expected a name such as api.example.com or a wildcard such \
-             as *.example.com (letters, digits, `-`, `.`)"
-        ))
-    }
-}
-
-/// A route's `path_prefix`: an absolute path, without query or fragment.
-pub fn check_path_prefix(p: &str) -> Result<(), String> {
-    if p.is_empty() {
-        return Err(
-            "path_prefix must not be empty; write `/` or omit it to match every path".to_string(),
-        );
-    }
-    if !p.starts_with('/') {
-        return Err(format!(
-            "path_prefix `{p}` must start with `/`, e.g. `/{p}`"
-        ));
-    }
-    if p.contains(['?', '#']) {
-        return Err(format!(
-            "path_prefix `{p}` must be a path only: matching ignores the query string, so \
-             remove the `?` or `#` part"
-        ));
-    }
-    if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "path_prefix `{p}` contains whitespace; percent-encode it (e.g. %20)"
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn binds() {
-        assert!(parse_bind("0.0.0.0:8080").is_ok());
-        assert!(parse_bind("[::]:8443").is_ok());
-        assert!(parse_bind("127.0.0.1:0").is_ok());
-        let e = parse_bind("localhost:8080").unwrap_err();
-        assert!(e.contains("expected IP:PORT such as 0.0.0.0:8080"), "{e}");
-        assert!(e.contains("127.0.0.1:8080"), "{e}");
-        assert!(parse_bind(":8080").unwrap_err().contains("0.0.0.0:8080"));
-        assert!(parse_bind("8080").unwrap_err().contains("0.0.0.0:8080"));
-        assert!(parse_bind("1.2.3.4:99999")
-            .unwrap_err()
-            .contains("0 to 65535"));
-        assert!(parse_bind("::1:80").unwrap_err().contains("brackets"));
-    }
-
-    #[test]
-    fn node_addrs() {
-        for ok in [
-            "127.0.0.1:9001",
-            "backend.internal:8443",
-            "[::1]:9001",
-            "a_b-c:1",
-            "svc.:80",
-        ] {
-            assert!(check_node_addr(ok).is_ok(), "{ok}");
-        }
-        for (bad, want) in [
-            ("127.0.0.1", "port is missing"),
-            ("127.0.0.1:0", "from 1 to 65535"),
-            ("127.0.0.1:70000", "from 1 to 65535"),
-            ("::1:80", "brackets"),
-            ("http://a:80/", "without the `http://` scheme, as `a:80`"),
-            ("256.1.1.1:80", "not a valid host"),
-            ("a b:80", "not a valid host"),
-            ("[zz]:80", "not a valid host"),
-            // Regression (issue 7): `+80` parses as a u16 but is no port.
-            ("127.0.0.1:+80", "from 1 to 65535"),
-        ] {
-            let e = check_node_addr(bad).unwrap_err();
-            assert!(e.contains(want), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn host_patterns() {
-        for ok in [
-            "example.com",
-            "*.example.com",
-            "API.Example.com",
-            "127.0.0.1",
-            "[::1]",
-            "localhost",
-        ] {
-            assert!(check_host_pattern(ok).is_ok(), "{ok}");
-        }
-        for (bad, want) in [
-            ("", "must not be empty"),
-            ("*", "alone"),
-            ("*example.com", "whole label followed by a dot"),
-            ("a.*.com", "only allowed as the whole first label"),
-            ("*.*.com", "only allowed as the whole first label"),
-            ("example.com:8080", "must not include a port"),
-            ("http://example.com", "without a scheme"),
-            ("example.com.", "must not end with a dot"),
-            ("exa mple.com", "invalid host"),
-            ("a..b", "invalid host"),
-        ] {
-            let e = check_host_pattern(bad).unwrap_err();
-            assert!(e.contains(want), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn path_prefixes() {
-        assert!(check_path_prefix("/").is_ok());
-        assert!(check_path_prefix("/api/v1").is_ok());
-        assert!(check_path_prefix("api")
-            .unwrap_err()
-            .contains("e.g. `/api`"));
-        assert!(check_path_prefix("").is_err());
-        assert!(check_path_prefix("/a?b=1").is_err());
-        assert!(check_path_prefix("/a b").is_err());
-    }
 
     // Regression (issue 7): only directories were refused, so a device or a FIFO passed
     // as a certificate or CA file (a FIFO hangs `switchyard check` in the open).

@@ -33,9 +33,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::balance::snapshot::{HealthAsk, HealthCheck, Snapshot, SnapshotCell};
 use crate::metrics::Metrics;
-use crate::upstream::{self, Buffered, Outgoing, RequestBody, Transport};
+use crate::upstream::{self, Buffered, Outgoing, RequestBody, Transport, UpstreamError};
 use crate::util::clock;
 use crate::util::random;
+use crate::util::report::error_chain;
 use crate::util::sync::lock;
 
 /// How often ejection returns are looked for.
@@ -168,6 +169,33 @@ struct Probe {
     metrics: Metrics,
 }
 
+/// Why a probe failed (logged when the node goes down).
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the node address is not a valid Host header")]
+    Host,
+    #[error("bad probe path")]
+    Path(#[source] http::uri::InvalidUri),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("status {status} outside {}-{}", expect.0, expect.1)]
+    Status { status: u16, expect: (u16, u16) },
+    #[error("gRPC health check answered HTTP {0}")]
+    GrpcHttpStatus(u16),
+    #[error("gRPC health check body failed")]
+    GrpcBody(#[source] hyper::Error),
+    #[error("gRPC health check failed with status {0}")]
+    GrpcStatus(u32),
+    #[error("gRPC health check answered without grpc-status")]
+    GrpcNoStatus,
+    #[error("gRPC health status {0} (not SERVING)")]
+    NotServing(u64),
+    #[error("gRPC health check answer cannot be parsed")]
+    GrpcUnparsable,
+}
+
 /// The gRPC health service's method.
 const GRPC_HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 /// `HealthCheckResponse.ServingStatus.SERVING`.
@@ -200,11 +228,11 @@ impl Probe {
                 Some(host) => {
                     match tokio::time::timeout(self.spec.check.timeout, self.probe_once(host)).await
                     {
-                        Err(_) => Err(format!("no answer within {:?}", self.spec.check.timeout)),
+                        Err(_) => Err(ProbeError::Timeout(self.spec.check.timeout)),
                         Ok(r) => r,
                     }
                 }
-                None => Err("the node address is not a valid Host header".to_string()),
+                None => Err(ProbeError::Host),
             };
             match result {
                 Ok(()) => {
@@ -225,13 +253,14 @@ impl Probe {
                         tracing::info!(pool = %self.pool, node = %self.addr, previous = h.as_str(), successes, "node up: health check passed");
                     }
                 }
-                Err(reason) => {
+                Err(e) => {
                     fail_counter.inc();
                     successes = 0;
                     failures = failures.saturating_add(1);
                     let h = self.stats.health();
                     if h != Health::Down && failures >= self.spec.check.unhealthy_threshold {
                         self.stats.set_health(Health::Down);
+                        let reason = error_chain(&e);
                         tracing::warn!(pool = %self.pool, node = %self.addr, previous = h.as_str(), failures, %reason, "node down: health check failed");
                     }
                 }
@@ -240,7 +269,7 @@ impl Probe {
     }
 
     /// One probe; `Err` says why it failed.
-    async fn probe_once(&self, host: &HeaderValue) -> Result<(), String> {
+    async fn probe_once(&self, host: &HeaderValue) -> Result<(), ProbeError> {
         let mut headers = HeaderMap::new();
         headers.insert(HOST, host.clone());
         headers.insert(
@@ -256,7 +285,7 @@ impl Probe {
                 (Method::POST, GRPC_HEALTH_CHECK, RequestBody::Buffered(body))
             }
         };
-        let path = PathAndQuery::try_from(path).map_err(|e| format!("bad probe path: {e}"))?;
+        let path = PathAndQuery::try_from(path).map_err(ProbeError::Path)?;
         let mut out = Outgoing::new(method, path, headers, Some(host.clone()), (), body, false);
         let t = &self.target;
         let resp = upstream::probe(
@@ -266,39 +295,35 @@ impl Probe {
             t.server_name.as_ref(),
             &mut out,
         )
-        .await
-        .map_err(|e| crate::util::report::error_chain(&e))?;
+        .await?;
         let status = resp.status().as_u16();
         match &self.spec.check.ask {
             // The body is dropped unread: the connection is not reused anyway.
             HealthAsk::Http { expect, .. } if (expect.0..=expect.1).contains(&status) => Ok(()),
-            HealthAsk::Http { expect, .. } => {
-                Err(format!("status {status} outside {}-{}", expect.0, expect.1))
-            }
+            HealthAsk::Http { expect, .. } => Err(ProbeError::Status {
+                status,
+                expect: *expect,
+            }),
             HealthAsk::Grpc { .. } => {
                 if status != 200 {
-                    return Err(format!("gRPC health check answered HTTP {status}"));
+                    return Err(ProbeError::GrpcHttpStatus(status));
                 }
                 let head_status = grpc_status(resp.headers());
                 let collected = resp
                     .into_body()
                     .collect()
                     .await
-                    .map_err(|e| format!("gRPC health check body failed: {e}"))?;
+                    .map_err(ProbeError::GrpcBody)?;
                 let trailers_status = collected.trailers().and_then(grpc_status);
                 match trailers_status.or(head_status) {
                     Some(0) => {}
-                    Some(code) => {
-                        return Err(format!("gRPC health check failed with status {code}"))
-                    }
-                    None => {
-                        return Err("gRPC health check answered without grpc-status".to_string())
-                    }
+                    Some(code) => return Err(ProbeError::GrpcStatus(code)),
+                    None => return Err(ProbeError::GrpcNoStatus),
                 }
                 match grpc_health_status(collected.to_bytes()) {
                     Some(GRPC_SERVING) => Ok(()),
-                    Some(s) => Err(format!("gRPC health status {s} (not SERVING)")),
-                    None => Err("gRPC health check answer cannot be parsed".to_string()),
+                    Some(s) => Err(ProbeError::NotServing(s)),
+                    None => Err(ProbeError::GrpcUnparsable),
                 }
             }
         }

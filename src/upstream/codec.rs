@@ -451,17 +451,25 @@ fn take_line(buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
     }
 }
 
+/// A whole answer: the head, the body and the trailers (empty without any).
+pub type Parsed = (Head, Vec<u8>, HeaderMap);
+
+/// Why [`parse_response`] refused an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error(transparent)]
+    Head(#[from] CodecError),
+    #[error(transparent)]
+    Body(#[from] io::Error),
+}
+
 /// Parse a whole answer held in `wire` — the head, then the body by its framing — the way
 /// [`parse_head`] and [`H1Body`] do over a socket, without one: for tests and fuzzing.
 /// `Ok(None)`: the answer is not complete yet. A close-delimited body is all that follows.
 /// Returns the head, the body and the trailers (empty without any).
-#[allow(clippy::type_complexity)]
-pub fn parse_response(
-    wire: &[u8],
-    method: &Method,
-) -> Result<Option<(Head, Vec<u8>, HeaderMap)>, String> {
+pub fn parse_response(wire: &[u8], method: &Method) -> Result<Option<Parsed>, ParseError> {
     let mut buf = BytesMut::from(wire);
-    let Some(head) = parse_head(&mut buf, method).map_err(|e| e.to_string())? else {
+    let Some(head) = parse_head(&mut buf, method)? else {
         return Ok(None);
     };
     let mut body = Vec::new();
@@ -478,15 +486,13 @@ pub fn parse_response(
         Framing::Chunked => {
             let mut state = Chunk::Size;
             loop {
-                match decode_chunk(&mut buf, state).map_err(|e| e.to_string())? {
+                match decode_chunk(&mut buf, state)? {
                     Step::Data(data, next) => {
                         body.extend_from_slice(&data);
                         state = next;
                     }
                     Step::Next(next) => state = next,
-                    Step::Trailer(line) => {
-                        add_trailer(&mut trailers, &line).map_err(|e| e.to_string())?
-                    }
+                    Step::Trailer(line) => add_trailer(&mut trailers, &line)?,
                     Step::End => break,
                     Step::NeedMore => return Ok(None),
                 }
