@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::balance::snapshot::{HealthAsk, HealthCheck, Snapshot, SnapshotCell};
-use crate::metrics::Metrics;
+use crate::metrics::{HealthResult, Metrics};
 use crate::upstream::{self, Buffered, Outgoing, RequestBody, Transport, UpstreamError};
 use crate::util::clock;
 use crate::util::random;
@@ -206,12 +206,10 @@ impl Probe {
         let host = HeaderValue::from_str(&self.addr).ok();
         let ok_counter = self
             .metrics
-            .health_checks_total
-            .with_label_values(&[&self.pool, &self.addr, "success"]);
-        let fail_counter = self
-            .metrics
-            .health_checks_total
-            .with_label_values(&[&self.pool, &self.addr, "failure"]);
+            .health_checks(&self.pool, &self.addr, HealthResult::Success);
+        let fail_counter =
+            self.metrics
+                .health_checks(&self.pool, &self.addr, HealthResult::Failure);
         let (mut successes, mut failures) = (0u32, 0u32);
 
         // First probe soon after the node appears, spread a little so a pool's probes do

@@ -42,6 +42,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::downstream::h1guard::GuardHandle;
+use crate::metrics::DownstreamTimeout;
 
 /// `head_started_ms` when no request head has started since the connection went idle.
 const NONE: u64 = u64::MAX;
@@ -61,31 +62,13 @@ impl Timeouts {
     }
 }
 
-/// Which limit a connection ran into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expired {
-    /// A request head (or the first request) did not arrive in time.
-    HeaderRead,
-    /// Nothing happened on an idle connection for `idle_timeout`.
-    Idle,
-}
-
-impl Expired {
-    /// The `timeout` label of `switchyard_downstream_timeouts_total`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Expired::HeaderRead => "header_read",
-            Expired::Idle => "idle",
-        }
-    }
-}
-
 /// What [`Activity::check`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     /// Nothing has expired: look again at this time.
     Until(Instant),
-    Expired(Expired),
+    /// This limit passed (the label of `switchyard_downstream_timeouts_total`).
+    Expired(DownstreamTimeout),
 }
 
 /// What is going on on one connection. Atomics because HTTP/2 streams run in tasks of their
@@ -199,10 +182,10 @@ impl Activity {
         }
         let head = self.head_started_ms.load(Ordering::Relaxed);
         let (deadline, kind) = if head != NONE && !self.h2.load(Ordering::Relaxed) {
-            (self.at(head) + t.header_read, Expired::HeaderRead)
+            (self.at(head) + t.header_read, DownstreamTimeout::HeaderRead)
         } else {
             let idle = self.idle_since_ms.load(Ordering::Relaxed);
-            (self.at(idle) + t.idle, Expired::Idle)
+            (self.at(idle) + t.idle, DownstreamTimeout::Idle)
         };
         if now >= deadline {
             Check::Expired(kind)
@@ -328,13 +311,13 @@ mod tests {
         assert_eq!(a.check(&T, t0), Check::Until(t0 + secs(1.0)));
         assert_eq!(
             a.check(&T, t0 + secs(1.0)),
-            Check::Expired(Expired::HeaderRead)
+            Check::Expired(DownstreamTimeout::HeaderRead)
         );
         // Bytes of that first head do not move its deadline.
         a.on_read();
         assert_eq!(
             a.check(&T, t0 + secs(1.5)),
-            Check::Expired(Expired::HeaderRead)
+            Check::Expired(DownstreamTimeout::HeaderRead)
         );
     }
 
@@ -352,7 +335,7 @@ mod tests {
         assert!(idle_at >= t0 + T.idle, "idle deadline {idle_at:?}");
         assert_eq!(
             a.check(&T, idle_at + secs(0.001)),
-            Check::Expired(Expired::Idle)
+            Check::Expired(DownstreamTimeout::Idle)
         );
         // A byte of the next head arrives: header_read_timeout from now.
         a.on_read();
@@ -363,7 +346,7 @@ mod tests {
         assert!(head_at <= Instant::now() + T.header_read);
         assert_eq!(
             a.check(&T, head_at + secs(0.001)),
-            Check::Expired(Expired::HeaderRead)
+            Check::Expired(DownstreamTimeout::HeaderRead)
         );
     }
 

@@ -54,10 +54,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::LimitsConfig;
-use crate::downstream::conn_timeout::{Activity, Check, Expired, Timeouts, Tracked, TrackedBody};
+use crate::downstream::conn_timeout::{Activity, Check, Timeouts, Tracked, TrackedBody};
 use crate::downstream::h1guard::{GuardHandle, GuardedIo};
 use crate::downstream::proxy_protocol;
-use crate::metrics::Metrics;
+use crate::metrics::{DownstreamTimeout, Metrics, ProxyProtocolFailure};
 use crate::proxy::handler::{ConnInfo, ListenerInfo, Proxy};
 use crate::tls::protocol::{ALPN_H2, ALPN_HTTP11};
 use crate::tls::server::TlsTerminator;
@@ -244,25 +244,23 @@ impl ConnContext {
                 idle: limits.idle_timeout.0,
             },
             refused: metrics.connections_refused(listener),
-            timeouts_total: [Expired::HeaderRead, Expired::Idle]
-                .map(|e| metrics.downstream_timeouts(listener, e.as_str())),
-            proxy_errors: ["invalid", "timeout", "eof"]
-                .map(|r| metrics.proxy_protocol_errors(listener, r)),
+            timeouts_total: metrics.downstream_timeouts(listener),
+            proxy_errors: metrics.proxy_protocol_errors(listener),
         }
     }
 
-    fn timed_out(&self, e: Expired) -> &IntCounter {
+    fn timed_out(&self, e: DownstreamTimeout) -> &IntCounter {
         match e {
-            Expired::HeaderRead => &self.timeouts_total[0],
-            Expired::Idle => &self.timeouts_total[1],
+            DownstreamTimeout::HeaderRead => &self.timeouts_total[0],
+            DownstreamTimeout::Idle => &self.timeouts_total[1],
         }
     }
 
-    fn proxy_error(&self, reason: &str) -> &IntCounter {
+    fn proxy_error(&self, reason: ProxyProtocolFailure) -> &IntCounter {
         match reason {
-            "invalid" => &self.proxy_errors[0],
-            "timeout" => &self.proxy_errors[1],
-            _ => &self.proxy_errors[2],
+            ProxyProtocolFailure::Invalid => &self.proxy_errors[0],
+            ProxyProtocolFailure::Timeout => &self.proxy_errors[1],
+            ProxyProtocolFailure::Eof => &self.proxy_errors[2],
         }
     }
 }
@@ -326,7 +324,7 @@ async fn read_proxy_header(
         Ok(Ok(header)) => return Some(header),
         Ok(Err(e)) => (e.reason(), e.to_string()),
         Err(_) => (
-            "timeout",
+            ProxyProtocolFailure::Timeout,
             "no complete PROXY header within header_read_timeout".into(),
         ),
     };
@@ -334,7 +332,7 @@ async fn read_proxy_header(
     tracing::debug!(
         listener = %conn_ctx.listener,
         peer = ?stream.peer_addr().ok(),
-        reason,
+        reason = reason.as_str(),
         %error,
         "connection closed: PROXY protocol header"
     );
@@ -496,7 +494,7 @@ async fn serve_connection<I>(
                         continue;
                     }
                     // Closed politely a grace period ago and still idle: drop it.
-                    Check::Expired(Expired::Idle) if idle_closed => return,
+                    Check::Expired(DownstreamTimeout::Idle) if idle_closed => return,
                     Check::Expired(expired) => expired,
                 };
                 conn_ctx.timed_out(expired).inc();
@@ -508,12 +506,12 @@ async fn serve_connection<I>(
                 );
                 match expired {
                     // A late head: close now, as hyper's own timeout would.
-                    Expired::HeaderRead => return,
+                    DownstreamTimeout::HeaderRead => return,
                     // Idle and already draining: nothing in flight to wait for.
-                    Expired::Idle if draining => return,
+                    DownstreamTimeout::Idle if draining => return,
                     // Idle: close politely (HTTP/1.1 closes at once, HTTP/2 gets a GOAWAY)
                     // and give it one header_read_timeout to do so.
-                    Expired::Idle => {
+                    DownstreamTimeout::Idle => {
                         idle_closed = true;
                         conn.as_mut().graceful_shutdown();
                         sleep.as_mut().reset((now + timeouts.header_read).into());

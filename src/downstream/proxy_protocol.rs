@@ -32,6 +32,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use crate::metrics::ProxyProtocolFailure;
+
 /// The longest v1 header, `\r\n` included (the specification's worst case: an `UNKNOWN` line
 /// with two full-length IPv6 addresses and two 5-digit ports).
 pub const V1_MAX_LEN: usize = 107;
@@ -321,10 +323,10 @@ pub enum ReadError {
 
 impl ReadError {
     /// The metric label for this failure.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> ProxyProtocolFailure {
         match self {
-            ReadError::Invalid(_) => "invalid",
-            ReadError::Eof | ReadError::Io(_) => "eof",
+            ReadError::Invalid(_) => ProxyProtocolFailure::Invalid,
+            ReadError::Eof | ReadError::Io(_) => ProxyProtocolFailure::Eof,
         }
     }
 }

@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::metrics::Metrics;
+use crate::metrics::{HandshakeFailure, Metrics};
 use crate::tls::certs::{CertSource, Certificates, LoadedCert, TlsError};
 use crate::tls::protocol::{provider, ALPN_H2, ALPN_HTTP11, VERSIONS};
 use crate::util::sync::lock;
@@ -144,92 +144,41 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// Handshake failure reasons: the `reason` label values, a small fixed set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeFailure {
-    /// The client spoke something other than TLS (plain HTTP on the TLS port).
-    NoTls,
-    /// The client offered only TLS versions below 1.2.
-    ProtocolVersion,
-    /// No cipher suite, group or signature scheme in common.
-    Incompatible,
-    /// The client rejected our certificate (an alert such as `unknown_ca`).
-    CertRejected,
-    /// The handshake did not finish within `limits.header_read_timeout`.
-    Timeout,
-    /// The client closed or reset the connection during the handshake.
-    Eof,
-    Other,
-}
-
-impl HandshakeFailure {
-    pub const ALL: [HandshakeFailure; 7] = [
-        HandshakeFailure::NoTls,
-        HandshakeFailure::ProtocolVersion,
-        HandshakeFailure::Incompatible,
-        HandshakeFailure::CertRejected,
-        HandshakeFailure::Timeout,
-        HandshakeFailure::Eof,
-        HandshakeFailure::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandshakeFailure::NoTls => "no_tls",
-            HandshakeFailure::ProtocolVersion => "protocol_version",
-            HandshakeFailure::Incompatible => "incompatible",
-            HandshakeFailure::CertRejected => "cert_rejected",
-            HandshakeFailure::Timeout => "timeout",
-            HandshakeFailure::Eof => "eof",
-            HandshakeFailure::Other => "other",
-        }
-    }
-
-    fn index(self) -> usize {
-        HandshakeFailure::ALL
-            .iter()
-            .position(|r| *r == self)
-            .unwrap_or(HandshakeFailure::ALL.len() - 1)
-    }
-
-    /// Sort an error from the handshake.
-    pub fn classify(e: &io::Error) -> HandshakeFailure {
-        use rustls::{AlertDescription as A, PeerIncompatible as P};
-        if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-            return match tls {
-                rustls::Error::PeerIncompatible(
-                    P::Tls12NotOffered
-                    | P::Tls12NotOfferedOrEnabled
-                    | P::SupportedVersionsExtensionRequired
-                    | P::ServerDoesNotSupportTls12Or13,
-                ) => HandshakeFailure::ProtocolVersion,
-                rustls::Error::PeerIncompatible(_) => HandshakeFailure::Incompatible,
-                rustls::Error::AlertReceived(
-                    A::BadCertificate
-                    | A::UnknownCA
-                    | A::CertificateUnknown
-                    | A::CertificateExpired
-                    | A::CertificateRevoked
-                    | A::UnsupportedCertificate
-                    | A::AccessDenied,
-                ) => HandshakeFailure::CertRejected,
-                rustls::Error::AlertReceived(A::ProtocolVersion) => {
-                    HandshakeFailure::ProtocolVersion
-                }
-                rustls::Error::AlertReceived(A::HandshakeFailure | A::InsufficientSecurity) => {
-                    HandshakeFailure::Incompatible
-                }
-                _ => HandshakeFailure::Other,
-            };
-        }
-        match e.kind() {
-            io::ErrorKind::UnexpectedEof
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe => HandshakeFailure::Eof,
-            io::ErrorKind::TimedOut => HandshakeFailure::Timeout,
+/// Sort an error from the handshake into its metric label.
+pub fn classify(e: &io::Error) -> HandshakeFailure {
+    use rustls::{AlertDescription as A, PeerIncompatible as P};
+    if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return match tls {
+            rustls::Error::PeerIncompatible(
+                P::Tls12NotOffered
+                | P::Tls12NotOfferedOrEnabled
+                | P::SupportedVersionsExtensionRequired
+                | P::ServerDoesNotSupportTls12Or13,
+            ) => HandshakeFailure::ProtocolVersion,
+            rustls::Error::PeerIncompatible(_) => HandshakeFailure::Incompatible,
+            rustls::Error::AlertReceived(
+                A::BadCertificate
+                | A::UnknownCA
+                | A::CertificateUnknown
+                | A::CertificateExpired
+                | A::CertificateRevoked
+                | A::UnsupportedCertificate
+                | A::AccessDenied,
+            ) => HandshakeFailure::CertRejected,
+            rustls::Error::AlertReceived(A::ProtocolVersion) => HandshakeFailure::ProtocolVersion,
+            rustls::Error::AlertReceived(A::HandshakeFailure | A::InsufficientSecurity) => {
+                HandshakeFailure::Incompatible
+            }
             _ => HandshakeFailure::Other,
-        }
+        };
+    }
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => HandshakeFailure::Eof,
+        io::ErrorKind::TimedOut => HandshakeFailure::Timeout,
+        _ => HandshakeFailure::Other,
     }
 }
 
@@ -281,7 +230,7 @@ impl TlsTerminator {
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
         // Stateless resumption tickets (keys rotate every 6 hours, kept in memory only).
         config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-        let errors = HandshakeFailure::ALL.map(|r| metrics.tls_handshake_errors(r.as_str()));
+        let errors = metrics.tls_handshake_errors();
         Ok(Arc::new(TlsTerminator {
             listener: listener.to_string(),
             acceptor: TlsAcceptor::from(Arc::new(config)),
@@ -342,7 +291,7 @@ impl TlsTerminator {
         match result {
             Ok(s) => Some(s),
             Err((reason, err)) => {
-                self.errors[reason.index()].inc();
+                self.errors[reason as usize].inc();
                 tracing::debug!(
                     listener = %self.listener,
                     peer = ?peer,
@@ -364,7 +313,7 @@ impl TlsTerminator {
         match stream.peek(&mut first).await {
             Ok(0) => return Err((HandshakeFailure::Eof, None)),
             Ok(_) => {}
-            Err(e) => return Err((HandshakeFailure::classify(&e), Some(e))),
+            Err(e) => return Err((classify(&e), Some(e))),
         }
         if first[0] != 0x16 {
             if first[0].is_ascii_uppercase() {
@@ -385,7 +334,7 @@ impl TlsTerminator {
         self.acceptor
             .accept(stream)
             .await
-            .map_err(|e| (HandshakeFailure::classify(&e), Some(e)))
+            .map_err(|e| (classify(&e), Some(e)))
     }
 }
 
@@ -536,19 +485,19 @@ mod tests {
     fn handshake_errors_are_classified() {
         let wrap = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
         assert_eq!(
-            HandshakeFailure::classify(&wrap(rustls::Error::PeerIncompatible(
+            classify(&wrap(rustls::Error::PeerIncompatible(
                 rustls::PeerIncompatible::Tls12NotOffered
             ))),
             HandshakeFailure::ProtocolVersion
         );
         assert_eq!(
-            HandshakeFailure::classify(&wrap(rustls::Error::AlertReceived(
+            classify(&wrap(rustls::Error::AlertReceived(
                 rustls::AlertDescription::UnknownCA
             ))),
             HandshakeFailure::CertRejected
         );
         assert_eq!(
-            HandshakeFailure::classify(&io::Error::from(io::ErrorKind::UnexpectedEof)),
+            classify(&io::Error::from(io::ErrorKind::UnexpectedEof)),
             HandshakeFailure::Eof
         );
     }

@@ -23,7 +23,7 @@ use crate::control::registry::protocol::{
     connection_config, judge, open_client, pool_key, redact_url, Verdict, COMMAND_TIMEOUT,
     CONNECT_TIMEOUT,
 };
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RegistryResult};
 use crate::util::clock::unix_ms;
 use crate::util::random;
 
@@ -35,16 +35,6 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 const STABLE_SESSION: Duration = Duration::from_secs(5);
 /// Distinct unknown pool names remembered for log-once (beyond that each is logged at debug).
 const MAX_UNKNOWN_NOTED: usize = 1024;
-
-/// The metric label values of `switchyard_registry_updates_total`.
-pub mod result {
-    pub const APPLIED: &str = "applied";
-    pub const UNCHANGED: &str = "unchanged";
-    pub const INVALID: &str = "invalid";
-    pub const EXPIRED: &str = "expired";
-    pub const UNKNOWN_POOL: &str = "unknown_pool";
-    pub const ERROR: &str = "error";
-}
 
 /// A random delay in `[0, min(cap, start * 2^attempt)]`: full-jitter exponential backoff.
 pub fn backoff(attempt: u32) -> Duration {
@@ -197,10 +187,7 @@ impl Subscriber {
             if let SessionEnd::Closed = end {
                 return;
             }
-            self.metrics
-                .registry_updates_total
-                .with_label_values(&[result::ERROR])
-                .inc();
+            self.metrics.registry_updates(RegistryResult::Error, 1);
             // Start-up need not wait for a Redis that is down.
             self.initial.take();
             if started.elapsed() >= STABLE_SESSION {
@@ -333,9 +320,7 @@ impl Subscriber {
             return;
         }
         self.metrics
-            .registry_updates_total
-            .with_label_values(&[result::UNKNOWN_POOL])
-            .inc();
+            .registry_updates(RegistryResult::UnknownPool, 1);
         if self.unknown_noted.len() < MAX_UNKNOWN_NOTED
             && self.unknown_noted.insert(name.to_string())
         {
@@ -382,10 +367,7 @@ impl Subscriber {
                     // known entries rather than dropping them, and say so once.
                     let key = pool_key(&self.config.key_prefix, pool);
                     if self.not_a_hash.insert(pool.clone()) {
-                        self.metrics
-                            .registry_updates_total
-                            .with_label_values(&[result::INVALID])
-                            .inc();
+                        self.metrics.registry_updates(RegistryResult::Invalid, 1);
                         tracing::warn!(pool = %pool, key = %key, "the registry key is not a hash; keeping the pool's last known registered nodes");
                     }
                     continue;
@@ -432,16 +414,13 @@ impl Subscriber {
             }
         }
         self.synced_once = true;
-        let counter = &self.metrics.registry_updates_total;
-        counter
-            .with_label_values(&[result::UNCHANGED])
-            .inc_by(unchanged);
+        self.metrics
+            .registry_updates(RegistryResult::Unchanged, unchanged);
         if update.is_empty() {
             return Ok(());
         }
-        counter
-            .with_label_values(&[result::APPLIED])
-            .inc_by(update.len() as u64);
+        self.metrics
+            .registry_updates(RegistryResult::Applied, update.len() as u64);
         let update = RegistryUpdate {
             generation: self.generation,
             pools: update,
@@ -472,10 +451,7 @@ impl Subscriber {
                         .noted
                         .insert((pool.to_string(), field.clone(), value.clone()))
                     {
-                        self.metrics
-                            .registry_updates_total
-                            .with_label_values(&[result::EXPIRED])
-                            .inc();
+                        self.metrics.registry_updates(RegistryResult::Expired, 1);
                         tracing::info!(pool = %pool, node = %field, expires_at_ms = t, "registry entry expired; ignored");
                     }
                 }
@@ -484,10 +460,7 @@ impl Subscriber {
                         .noted
                         .insert((pool.to_string(), field.clone(), value.clone()))
                     {
-                        self.metrics
-                            .registry_updates_total
-                            .with_label_values(&[result::INVALID])
-                            .inc();
+                        self.metrics.registry_updates(RegistryResult::Invalid, 1);
                         tracing::warn!(
                             pool = %pool,
                             key = %pool_key(&self.config.key_prefix, pool),
