@@ -39,33 +39,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::{ready, Either};
-use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, RETRY_AFTER};
-use http::uri::{PathAndQuery, Uri};
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, RETRY_AFTER};
+use http::uri::Uri;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use prometheus::IntCounter;
-use strategies::PickContext;
 use tokio_util::task::TaskTracker;
 
-use crate::balance::outlier;
 use crate::balance::ratelimit::Refused;
-use crate::balance::snapshot::{HashBy, Pool, SnapshotCell};
-use crate::metrics::{Metrics, Outcome, PoolMetrics, NO_POOL};
+use crate::balance::snapshot::{Pool, SnapshotCell};
+use crate::metrics::{Metrics, PoolMetrics, NO_POOL};
 use crate::proxy::accesslog::{AccessLog, Record};
 use crate::proxy::answer::{self, ProxyError, Violation};
 use crate::proxy::body::{Completion, PendingLog, ResponseBody};
+use crate::proxy::forward::forward;
 use crate::proxy::headers::{self, X_REQUEST_ID};
-use crate::upstream::{
-    self, Buffered, ClientBodyError, Kind, Outgoing, RequestBody, Target, UpstreamError,
-};
-use crate::util::clock;
-
-/// The most attempts a request can make (1 + retries).
-const MAX_ATTEMPTS: usize = 11;
-/// How many nodes one request may skip or try before giving up (503).
-const EXCLUDE_CAP: usize = 32;
+use crate::proxy::prepare::Prepared;
 
 /// Facts about the client connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -86,6 +76,19 @@ pub struct ConnInfo {
 pub struct ListenerInfo {
     /// `switchyard_rate_limited_total{listener}`.
     pub rate_limited: IntCounter,
+}
+
+/// What the checks before routing and the route found.
+struct Routed {
+    /// The matched pool; `None`: no route.
+    pool: Option<Arc<Pool>>,
+    /// The host the request was routed by (`headers::request_host`).
+    host: Option<HeaderValue>,
+    /// The client address (`X-Forwarded-For`'s behind `trusted_proxies`).
+    client: IpAddr,
+    refusal: Option<Refusal>,
+    /// `limits.max_body_bytes`.
+    body_limit: Option<u64>,
 }
 
 /// Why a request is refused before routing.
@@ -145,69 +148,20 @@ impl Proxy {
         // only; HTTP/1 requests skip the look-up) or JSON.
         let grpc = req.version() == Version::HTTP_2 && answer::is_grpc(req.headers());
         let head = req.method() == Method::HEAD;
-
-        // One load of the snapshot per request; only the matched pool is kept past here.
-        let (pool, host, client, refusal, body_limit) = {
-            let snap = self.snapshot.load();
-            let limits = &snap.limits;
-            let client =
-                headers::client_addr(conn.peer.ip(), &limits.trusted_proxies, req.headers());
-            let host = headers::request_host(req.uri(), req.headers());
-            let pool = snap
-                .router
-                .route(host_str(host.as_ref()), req.uri().path())
-                .and_then(|i| snap.pools.get(i).cloned());
-            let refusal = if let Some(v) = conn.malformed {
-                Some(Refusal::Malformed(v))
-            } else if req.version() == Version::HTTP_2
-                && h2_header_list_size(&req) > conn.max_header_bytes
-            {
-                Some(Refusal::HeadersTooLarge)
-            } else if let Some(e) = target_refusal(req.method(), req.uri()) {
-                Some(Refusal::Target(e))
-            } else if let Some(Err(r)) =
-                limits.rate_limit.as_ref().map(|rl| rl.check(client, start))
-            {
-                Some(Refusal::RateLimited(r))
-            } else if limits
-                .max_body_bytes
-                .is_some_and(|max| req.body().size_hint().lower() > max)
-            {
-                Some(Refusal::BodyTooLarge)
-            } else {
-                None
-            };
-            (pool, host, client, refusal, limits.max_body_bytes)
-        };
-        // Boxed: it lives across the upstream exchange, and inline it would add its size to the
-        // request's future twice (here and in `forward`) even with the access log off.
-        let log = self.access_log.as_ref().map(|sink| {
-            Box::new(PendingLog {
-                sink: sink.clone(),
-                record: Record {
-                    time: SystemTime::now(),
-                    client,
-                    method: req.method().clone(),
-                    host: host_str(host.as_ref()).unwrap_or("").to_string(),
-                    path: req.uri().path().to_string(),
-                    status: 0,
-                    bytes: 0,
-                    duration: Duration::ZERO,
-                    pool: pool
-                        .as_ref()
-                        .map_or(NO_POOL, |p| p.name.as_str())
-                        .to_string(),
-                    node: String::new(),
-                    attempts: 0,
-                    request_id: request_id.to_str().unwrap_or("").to_string(),
-                },
-            })
-        });
+        let routed = self.route(&req, &conn, start);
+        let log = self.pending_log(&req, &routed, &request_id);
         let http1 = req.version() < Version::HTTP_2;
         // HTTP/1.0 only: whether the request is a HEAD (its answer has no body).
         let http10_head = (req.version() == Version::HTTP_10).then(|| req.method() == Method::HEAD);
         // Answered here: refused, `OPTIONS *`, or no route.
         let asterisk_options = req.method() == Method::OPTIONS && is_asterisk(req.uri());
+        let Routed {
+            pool,
+            host,
+            client,
+            refusal,
+            body_limit,
+        } = routed;
         let pool = match (refusal, pool) {
             (None, Some(pool)) if !asterisk_options => pool,
             (refusal, pool) => {
@@ -230,14 +184,14 @@ impl Proxy {
         let prepared = Prepared::new(
             req,
             &pool,
-            &conn,
+            (conn.peer.ip(), conn.https),
             client,
             host,
             generated.then(|| request_id.clone()),
         );
         let this = Arc::clone(self);
         Either::Right(async move {
-            match this.forward(&pool, prepared, body_limit, start, log).await {
+            match forward(&this.tracker, &pool, prepared, body_limit, start, log).await {
                 Ok(mut resp) => {
                     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
                     if let Some(head) = http10_head {
@@ -246,8 +200,6 @@ impl Proxy {
                     resp
                 }
                 Err((e, log)) => {
-                    // The rest of an oversized body is never read: do not wait for it.
-                    let close = http1 && matches!(e, ProxyError::BodyTooLarge);
                     let answer = Answer {
                         grpc,
                         head,
@@ -255,15 +207,99 @@ impl Proxy {
                         request_id,
                         log,
                     };
-                    let mut resp = this.local_answer(e, &pool.metrics, answer);
-                    if close {
-                        resp.headers_mut()
-                            .insert(CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    resp
+                    this.failed(e, &pool.metrics, http1, answer)
                 }
             }
         })
+    }
+
+    /// The checks before routing, and the route: one load of the snapshot per request, and
+    /// only the matched pool is kept past here.
+    fn route(&self, req: &Request<Incoming>, conn: &ConnInfo, start: Instant) -> Routed {
+        let snap = self.snapshot.load();
+        let limits = &snap.limits;
+        let client = headers::client_addr(conn.peer.ip(), &limits.trusted_proxies, req.headers());
+        let host = headers::request_host(req.uri(), req.headers());
+        let pool = snap
+            .router
+            .route(host_str(host.as_ref()), req.uri().path())
+            .and_then(|i| snap.pools.get(i).cloned());
+        let refusal = if let Some(v) = conn.malformed {
+            Some(Refusal::Malformed(v))
+        } else if req.version() == Version::HTTP_2
+            && h2_header_list_size(req) > conn.max_header_bytes
+        {
+            Some(Refusal::HeadersTooLarge)
+        } else if let Some(e) = target_refusal(req.method(), req.uri()) {
+            Some(Refusal::Target(e))
+        } else if let Some(Err(r)) = limits.rate_limit.as_ref().map(|rl| rl.check(client, start)) {
+            Some(Refusal::RateLimited(r))
+        } else if limits
+            .max_body_bytes
+            .is_some_and(|max| req.body().size_hint().lower() > max)
+        {
+            Some(Refusal::BodyTooLarge)
+        } else {
+            None
+        };
+        Routed {
+            pool,
+            host,
+            client,
+            refusal,
+            body_limit: limits.max_body_bytes,
+        }
+    }
+
+    /// The access-log line of this request, when the access log is on. Boxed: it lives
+    /// across the upstream exchange, and inline it would add its size to the request's
+    /// future twice (here and in `forward`) even with the access log off.
+    fn pending_log(
+        &self,
+        req: &Request<Incoming>,
+        routed: &Routed,
+        request_id: &HeaderValue,
+    ) -> Option<Box<PendingLog>> {
+        let sink = self.access_log.as_ref()?;
+        Some(Box::new(PendingLog {
+            sink: sink.clone(),
+            record: Record {
+                time: SystemTime::now(),
+                client: routed.client,
+                method: req.method().clone(),
+                host: host_str(routed.host.as_ref()).unwrap_or("").to_string(),
+                path: req.uri().path().to_string(),
+                status: 0,
+                bytes: 0,
+                duration: Duration::ZERO,
+                pool: routed
+                    .pool
+                    .as_ref()
+                    .map_or(NO_POOL, |p| p.name.as_str())
+                    .to_string(),
+                node: String::new(),
+                attempts: 0,
+                request_id: request_id.to_str().unwrap_or("").to_string(),
+            },
+        }))
+    }
+
+    /// The answer to a forwarded request that got no answer to pass on.
+    fn failed(
+        &self,
+        err: ProxyError,
+        metrics: &PoolMetrics,
+        http1: bool,
+        answer: Answer,
+    ) -> Response<ResponseBody> {
+        // The rest of an oversized body is never read: do not wait for it.
+        let close = http1 && matches!(err, ProxyError::BodyTooLarge);
+        let mut resp = self.local_answer(err, metrics, answer);
+        if close {
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
     }
 
     /// Answer a request refused before routing (see the module docs).
@@ -355,201 +391,6 @@ impl Proxy {
         }
         resp
     }
-
-    /// Send the prepared request to the pool's nodes, retrying as the pool's policy allows.
-    /// (A plain `fn` returning an `async` block: an `async fn` would keep a second copy of
-    /// each argument in its state, and this future is moved on every poll set-up.)
-    #[allow(clippy::manual_async_fn)]
-    fn forward<'a>(
-        &'a self,
-        pool: &'a Pool,
-        mut p: Prepared,
-        body_limit: Option<u64>,
-        start: Instant,
-        mut log: Option<Box<PendingLog>>,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, (ProxyError, Option<Box<PendingLog>>)>>
-           + Send
-           + 'a {
-        async move {
-            let policy = &pool.retry;
-            let now_ms = clock::now_ms();
-            pool.budget.record_request(now_ms);
-            p.out.body = match request_body(
-                p.incoming,
-                policy.attempts > 0 || p.out.upgrade,
-                pool.request_timeout,
-                body_limit,
-                pool.idle_timeout,
-            )
-            .await
-            {
-                Ok(b) => b,
-                Err(e) => return Err((e, log)),
-            };
-
-            let max_attempts = (policy.attempts as usize + 1).min(MAX_ATTEMPTS);
-            // Nodes this request must not be sent to again: tried ones, and ones found full.
-            let mut excluded = [usize::MAX; EXCLUDE_CAP];
-            let mut n_excluded = 0;
-            let mut last_err = ProxyError::NoHealthyNode;
-            let idempotent = upstream::idempotent(&p.out.method);
-
-            for attempt in 0..max_attempts {
-                // Pick a node and claim an in-flight slot atomically: a node that reached
-                // `max_connections_per_node` between the pick and the claim is skipped like
-                // any saturated node, so concurrent requests never overshoot the cap.
-                let picked = loop {
-                    let ctx = PickContext {
-                        hash: p.hash,
-                        exclude: &excluded[..n_excluded],
-                        now_ms,
-                    };
-                    let Some(idx) = pool.strategy.pick(&ctx) else {
-                        break None;
-                    };
-                    let Some(node) = pool.nodes.get(idx) else {
-                        break None;
-                    };
-                    if n_excluded < EXCLUDE_CAP {
-                        excluded[n_excluded] = idx;
-                        n_excluded += 1;
-                    }
-                    if let Some(guard) = node.stats.try_start_request() {
-                        break Some((node, guard));
-                    }
-                    if n_excluded == EXCLUDE_CAP {
-                        break None;
-                    }
-                };
-                let Some((node, in_flight)) = picked else {
-                    break;
-                };
-                if attempt > 0 {
-                    pool.metrics.retries.inc();
-                }
-
-                if let Some(l) = log.as_mut() {
-                    l.record.attempts = attempt as u32 + 1;
-                    l.record.node.clear();
-                    l.record.node.push_str(&node.addr);
-                }
-                let sent_at = Instant::now();
-                let target = Target {
-                    transport: &pool.transport,
-                    conns: &node.conns,
-                    addr: node.socket_addr,
-                    node: &node.authority,
-                    server_name: node.server_name.as_ref(),
-                    deadline: tokio::time::Instant::from_std(sent_at) + p.timeout,
-                };
-                let result = upstream::send(&target, &mut p.out).await;
-                // Another attempt needs the request still here, and a try left.
-                let can_retry = attempt + 1 < max_attempts && p.out.body.is_sendable();
-                let now_ms = clock::now_ms();
-                match result {
-                    Ok(ex) => {
-                        let mut resp = ex.response;
-                        let status = resp.status();
-                        // The node's latency, without the time spent opening a connection.
-                        node.stats.observe_rtt(ex.handed_over.elapsed());
-                        let failed = status.is_server_error();
-                        node.metrics.record(if failed {
-                            Outcome::HttpError
-                        } else {
-                            Outcome::Success
-                        });
-                        outlier::record(pool, node, failed, now_ms);
-                        if failed
-                            && can_retry
-                            && idempotent
-                            && policy.retries_status(status.as_u16())
-                            && pool.budget.try_retry(now_ms, policy.budget_percent)
-                        {
-                            last_err = ProxyError::UpstreamStatus(status.as_u16());
-                            continue;
-                        }
-                        match (ex.upgraded, p.downstream_upgrade.take()) {
-                            (Some(up), Some(down)) => {
-                                self.tracker.spawn(crate::proxy::tunnel::run(
-                                    down,
-                                    up,
-                                    pool.idle_timeout,
-                                ));
-                            }
-                            _ => headers::strip_hop_by_hop(resp.headers_mut(), false),
-                        }
-                        let (rparts, rbody) = resp.into_parts();
-                        let completion = Completion {
-                            in_flight: Some(in_flight),
-                            metrics: pool.metrics.clone(),
-                            status: rparts.status.as_u16(),
-                            start,
-                            bytes: 0,
-                            log,
-                        };
-                        return Ok(Response::from_parts(
-                            rparts,
-                            ResponseBody::upstream(rbody, completion, pool.idle_timeout),
-                        ));
-                    }
-                    Err(e) => {
-                        drop(in_flight);
-                        let kind = e.kind();
-                        if kind == Kind::ClientBody {
-                            // The client's body broke (or crossed `max_body_bytes`, or
-                            // stalled): the client's doing, not the node's — nothing is
-                            // held against the node and nothing is retried.
-                            tracing::debug!(pool = %pool.name, error = %crate::util::report::error_chain(&e), "request body failed");
-                            return Err((client_body_error(&e), log));
-                        }
-                        // A node that stops answering must not look fast while its estimate
-                        // decays: the time this attempt cost counts as its latency.
-                        node.stats.observe_rtt(sent_at.elapsed());
-                        let (outcome, retry) = match kind {
-                            // Nothing reached the node: safe to retry for any method.
-                            Kind::Connect => (Outcome::ConnectError, policy.on_connect_failure),
-                            Kind::ConnectTimeout => (
-                                Outcome::Timeout,
-                                policy.on_connect_failure || policy.on_timeout,
-                            ),
-                            Kind::Timeout => (Outcome::Timeout, policy.on_timeout && idempotent),
-                            // A reset or close after the request was sent counts as a 502.
-                            Kind::Broken | Kind::ClientBody => {
-                                (Outcome::HttpError, policy.retries_status(502) && idempotent)
-                            }
-                        };
-                        node.metrics.record(outcome);
-                        outlier::record(pool, node, true, now_ms);
-                        tracing::debug!(pool = %pool.name, node = %node.addr, error = %crate::util::report::error_chain(&e), attempt, "upstream attempt failed");
-                        last_err = ProxyError::Upstream(e);
-                        if !(can_retry
-                            && retry
-                            && pool.budget.try_retry(now_ms, policy.budget_percent))
-                        {
-                            break;
-                        }
-                    }
-                }
-            }
-            Err((last_err, log))
-        }
-    }
-}
-
-/// The answer to a request whose own body failed.
-fn client_body_error(e: &UpstreamError) -> ProxyError {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(b) = err.downcast_ref::<ClientBodyError>() {
-            return match b {
-                ClientBodyError::TooLarge => ProxyError::BodyTooLarge,
-                ClientBodyError::Idle => ProxyError::RequestTimeout,
-                ClientBodyError::Failed(_) => ProxyError::BadRequest,
-            };
-        }
-        cur = err.source();
-    }
-    ProxyError::BadRequest
 }
 
 /// The size of an HTTP/2 request's header list as RFC 7541 §4.1 counts it and h2 enforces
@@ -632,165 +473,10 @@ fn is_asterisk(uri: &Uri) -> bool {
     uri.path() == "*"
 }
 
-/// A request taken apart for forwarding: what every attempt needs, computed once.
-struct Prepared {
-    /// What goes to the nodes; its body is filled in by [`request_body`].
-    out: Outgoing<headers::Forwarding>,
-    /// The client's body, until it is made the outgoing one.
-    incoming: Incoming,
-    /// The client's side of an HTTP/1.1 upgrade (WebSocket), when it asked for one.
-    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    /// The `hash_key` value (0 when the pool hashes nothing).
-    hash: u64,
-    /// Until the response head: `timeouts.request`, or less when a gRPC client's
-    /// `grpc-timeout` asks for less.
-    timeout: Duration,
-}
-
-impl Prepared {
-    /// `host` is the host the request was routed by ([`headers::request_host`]).
-    fn new(
-        mut req: Request<Incoming>,
-        pool: &Pool,
-        conn: &ConnInfo,
-        client: IpAddr,
-        host: Option<HeaderValue>,
-        request_id: Option<HeaderValue>,
-    ) -> Prepared {
-        // An upgrade goes through when the node speaks HTTP/1.1 (a tunnel needs the
-        // connection itself) and the request carries no body (a WebSocket handshake is a
-        // GET); otherwise the request is served as a plain one.
-        let upgrade = headers::is_upgrade_request(req.headers())
-            && req.version() == Version::HTTP_11
-            && !pool.transport.is_h2()
-            && req.body().is_end_stream();
-        let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let hash = pool
-            .hash_by
-            .as_ref()
-            .map(|k| hash_for(k, &req, client))
-            .unwrap_or(0);
-        // gRPC is HTTP/2 only: HTTP/1 requests skip the header lookup.
-        let timeout = if req.version() == Version::HTTP_2 {
-            headers::grpc_timeout(req.headers())
-                .map_or(pool.request_timeout, |t| t.min(pool.request_timeout))
-        } else {
-            pool.request_timeout
-        };
-        let (parts, body) = req.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        // The host the request was routed by is the one it goes upstream for: an
-        // absolute-form target's or HTTP/2's authority wins over a `Host` header (RFC 9112
-        // §3.2.2, RFC 9113 §8.3.1), and a `Host` that disagrees with it is replaced.
-        let mut headers = parts.headers;
-        if let (Some(_), Some(h)) = (parts.uri.authority(), &host) {
-            if headers.get(HOST).is_some_and(|sent| sent != h) {
-                headers.insert(HOST, h.clone());
-            }
-        }
-        headers::strip_hop_by_hop(&mut headers, upgrade);
-        if parts.version == Version::HTTP_2 && !pool.transport.is_h2() {
-            headers::join_cookies(&mut headers);
-        }
-        let forwarding = headers::Forwarding::new(&headers, conn.peer.ip(), conn.https)
-            .with_request_id(request_id);
-        Prepared {
-            out: Outgoing::new(
-                parts.method,
-                path_and_query,
-                headers,
-                host,
-                forwarding,
-                RequestBody::Empty,
-                upgrade,
-            ),
-            incoming: body,
-            downstream_upgrade,
-            hash,
-            timeout,
-        }
-    }
-}
-
-/// Bodies up to this size are read whole before the first attempt so that a retry can
-/// send them again; larger or unsized bodies stream and are sent once.
-pub const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
-
-/// Prepare the client's body for the upstream: empty, buffered for retries (or for an
-/// upgrade, which needs its request complete), or streaming — cut at `limit` when its length
-/// is unknown (an announced length was checked against the limit already), and after `idle`
-/// without data. Only buffering waits, in a boxed future: the common cases add nothing to
-/// the size of the request's future.
-async fn request_body(
-    body: Incoming,
-    buffer_small: bool,
-    timeout: Duration,
-    limit: Option<u64>,
-    idle: Duration,
-) -> Result<RequestBody, ProxyError> {
-    if body.is_end_stream() {
-        return Ok(RequestBody::Empty);
-    }
-    let exact = body.size_hint().exact();
-    let small = exact.is_some_and(|n| n <= RETRY_BUFFER_LIMIT);
-    if !(buffer_small && small) {
-        let limit = if exact.is_none() { limit } else { None };
-        return Ok(RequestBody::streaming(body, limit, idle));
-    }
-    Box::pin(buffer_body(body, timeout)).await
-}
-
-async fn buffer_body(body: Incoming, timeout: Duration) -> Result<RequestBody, ProxyError> {
-    match tokio::time::timeout(timeout, body.collect()).await {
-        Ok(Ok(collected)) => {
-            let trailers = collected.trailers().cloned();
-            Ok(RequestBody::Buffered(Buffered::new(
-                collected.to_bytes(),
-                trailers,
-            )))
-        }
-        // The client stopped sending (or went away) before the body was complete.
-        Ok(Err(_)) => Err(ProxyError::BadRequest),
-        Err(_) => Err(ProxyError::RequestTimeout),
-    }
-}
-
 fn host_str(v: Option<&HeaderValue>) -> Option<&str> {
     v.and_then(|v| v.to_str().ok())
 }
 
-/// Hash of the request's `hash_key`; falls back to the client address when the key is
-/// absent from the request (documented in the README).
-fn hash_for(key: &HashBy, req: &Request<Incoming>, client: IpAddr) -> u64 {
-    let ip_hash = || match client {
-        IpAddr::V4(v4) => strategies::hash_key(&v4.octets()),
-        IpAddr::V6(v6) => strategies::hash_key(&v6.octets()),
-    };
-    match key {
-        HashBy::ClientIp => ip_hash(),
-        HashBy::Path => strategies::hash_key(req.uri().path().as_bytes()),
-        HashBy::Header(name) => req
-            .headers()
-            .get(name)
-            .map(|v| strategies::hash_key(v.as_bytes()))
-            .unwrap_or_else(ip_hash),
-        HashBy::Cookie(name) => req
-            .headers()
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(';'))
-            .find_map(|c| {
-                let (k, v) = c.trim().split_once('=')?;
-                (k == name).then(|| strategies::hash_key(v.as_bytes()))
-            })
-            .unwrap_or_else(ip_hash),
-    }
-}
 #[cfg(test)]
 mod tests {
     use super::*;

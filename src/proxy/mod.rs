@@ -3,6 +3,8 @@
 pub mod accesslog;
 pub mod answer;
 pub mod body;
+mod forward;
 pub mod handler;
 pub mod headers;
+mod prepare;
 pub mod tunnel;
