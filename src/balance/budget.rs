@@ -3,7 +3,7 @@
 //! When every node is failing, unbounded retries multiply the load on a service that is
 //! already down (a retry storm). The budget is measured over a sliding 10-second window of
 //! one-second buckets, with a floor of 3 retries per second so that a quiet pool can still
-//! retry (DESIGN.md "Decisions"). Buckets are atomics: recording a request is one add.
+//! retry. Buckets are atomics: recording a request is one add.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -3,7 +3,7 @@
 //! Each client address owns a bucket of `burst` tokens that refills at
 //! `requests_per_second`; a request takes one token, and a request that finds less than one
 //! is refused with 429 and a `Retry-After` saying when the next token will be there. A new
-//! bucket starts full (DESIGN.md "Decisions"). The client address is the one
+//! bucket starts full, so a client's first burst is not refused. The client address is the one
 //! [`crate::proxy::headers::client_addr`] derives (the peer, or the last untrusted
 //! `X-Forwarded-For` hop behind `trusted_proxies`). IPv6 clients are keyed by their /64
 //! network: one subscriber usually holds a whole /64 and could otherwise step through 2^64

@@ -1,6 +1,6 @@
 //! Route matching: host and path prefix → pool index. First match wins.
 //!
-//! Matching rules (DESIGN.md "Decisions"): the host is compared case-insensitively with its
+//! Matching rules (the README's configuration reference states them): the host is compared case-insensitively with its
 //! port ignored; `*.example.com` matches any name ending in `.example.com` (one or more
 //! labels) but not `example.com` itself; `path_prefix: /api` matches `/api`, `/api/` and
 //! `/api/x` but not `/apix`. Matching allocates nothing.
@@ -185,7 +185,7 @@ mod tests {
         assert_eq!(strip_port("[::1"), "[::1");
     }
 
-    // Regression (fuzzing, issue 7): anything after the last `:` used to be cut off, so
+    // Found by fuzzing: anything after the last `:` used to be cut off, so
     // `a.example.com:evil` routed as `a.example.com` and `::1` as `:`.
     #[test]
     fn strip_port_removes_only_a_numeric_port() {

@@ -1,5 +1,5 @@
-//! `switchyard node register|deregister|list`: write and read the Redis registry of
-//! DESIGN.md ("Redis registry protocol") from the command line.
+//! `switchyard node register|deregister|list`: write and read the Redis registry
+//! (`control::registry::protocol`) from the command line.
 //!
 //! - `register` writes the hash field and publishes the pool name in one MULTI/EXEC, so a
 //!   balancer never sees the message without the entry. `--ttl` stores

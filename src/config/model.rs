@@ -1,7 +1,7 @@
-//! The typed configuration schema, exactly as `DESIGN.md` gives it.
+//! The typed configuration schema: every key of the file, its type and its default.
 //!
 //! Every struct rejects unknown keys so that a typo is an error, never silently ignored.
-//! Defaults for omitted keys follow DESIGN.md's "Decisions" section. Semantic checks
+//! The defaults for omitted keys are the ones the README's configuration reference lists. Semantic checks
 //! (routes to missing pools, duplicate binds, weights out of range, ...) live in
 //! `validate.rs`; this file only says what shape the YAML must have.
 

@@ -718,7 +718,7 @@ fn empty_list_items_and_defaults_in_messages() {
     );
 }
 
-// Regression (fuzzing, issue 7): a key or value with a control character was quoted raw in
+// Found by fuzzing: a key or value with a control character was quoted raw in
 // the message, so one error could print as several lines or drive the terminal.
 #[test]
 fn control_characters_in_messages_are_escaped() {
@@ -735,7 +735,7 @@ fn control_characters_in_messages_are_escaped() {
     assert_eq!(escape_controls("a\tb\r\n"), "a\\tb\\r\\n");
 }
 
-// Regression (fuzzing, issue 7): positions must lie inside the file. The scanner marks a
+// Found by fuzzing: positions must lie inside the file. The scanner marks a
 // problem at the end of the stream on a line after the last one (`!` alone was reported at
 // 2:1 of a one-line file), and the tab hint counted lines with `str::lines`, which does not
 // break at a lone `\r` as YAML does, so it looked for the tab on the wrong line.

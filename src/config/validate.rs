@@ -33,7 +33,10 @@ use std::time::Duration;
 
 use strategies::Kind;
 
-use super::model::{Config, HashKey, HealthProtocol, ListenerConfig, PoolConfig, UpstreamProtocol};
+use super::model::{
+    Config, HashKey, HealthCheckConfig, HealthProtocol, ListenerConfig, OutlierConfig, PoolConfig,
+    UpstreamProtocol, UpstreamTlsConfig,
+};
 use super::tree::{index_path, key_path, Positions, Target};
 use super::values::{check_host_pattern, check_node_addr, check_path_prefix, parse_bind};
 use crate::tls::certs::{self, CaFile, CertSource, Certificates};
@@ -377,26 +380,50 @@ impl Checker<'_> {
         }
     }
 
+    /// One pool: its name, nodes, hash key, health check, outlier detection, retries,
+    /// timeouts, limits and TLS, each checked in its own step.
     fn pool(&mut self, cfg: &Config, name: &str, pool: &PoolConfig) {
         let p = key_path("pools", name);
+        self.pool_name(&p, name);
+        self.pool_nodes(cfg, &p, name, pool);
+        if let Some(key) = &pool.hash_key {
+            self.hash_key(&p, key, pool.strategy);
+        }
+        if let Some(hc) = &pool.health_check {
+            self.health_check(&key_path(&p, "health_check"), hc, pool.upstream_protocol);
+        }
+        if let Some(od) = &pool.outlier_detection {
+            self.outlier_detection(&key_path(&p, "outlier_detection"), od);
+        }
+        self.pool_limits(&p, pool);
+        if let Some(tls) = &pool.tls {
+            self.upstream_tls(&key_path(&p, "tls"), name, tls);
+        }
+    }
+
+    fn pool_name(&mut self, p: &str, name: &str) {
         if name.is_empty() {
-            self.key(&p, "pool name must not be empty");
+            self.key(p, "pool name must not be empty");
         } else if !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
             self.key(
-                &p,
+                p,
                 format!(
                     "pool name `{name}` may only contain letters, digits, `-`, `_` and `.`: it \
                      appears in admin URLs, Redis keys and metric labels"
                 ),
             );
         }
-        let nodes_p = key_path(&p, "nodes");
+    }
+
+    /// The static nodes: addresses, no duplicates, weights; none at all only with a registry.
+    fn pool_nodes(&mut self, cfg: &Config, p: &str, name: &str, pool: &PoolConfig) {
+        let nodes_p = key_path(p, "nodes");
         if pool.nodes.is_empty() && cfg.redis.is_none() {
             self.key(
-                &p,
+                p,
                 format!(
                     "pool {name} has no nodes and no redis registry is configured; add nodes \
                      or a redis section"
@@ -442,135 +469,140 @@ impl Checker<'_> {
                 );
             }
         }
+    }
 
-        if let Some(key) = &pool.hash_key {
-            let hp = key_path(&p, "hash_key");
-            if pool.strategy != Kind::ConsistentHash {
-                let strategy = pool.strategy.as_str();
-                self.value(
-                    &hp,
-                    format!(
-                        "hash_key only applies to strategy consistent_hash (this pool uses \
-                         {strategy}); remove it or set `strategy: consistent_hash`"
-                    ),
-                )
-                .depends_on(key_path(&p, "strategy"));
-            }
-            match key {
-                HashKey::Header(h) if !is_token(h) => {
-                    self.value(&hp, format!("`{h}` is not a valid HTTP header name"));
-                }
-                HashKey::Cookie(c) if !is_token(c) => {
-                    self.value(&hp, format!("`{c}` is not a valid cookie name"));
-                }
-                _ => {}
-            }
+    /// `hash_key`: only with `consistent_hash`, and a valid header or cookie name.
+    fn hash_key(&mut self, p: &str, key: &HashKey, strategy: Kind) {
+        let hp = key_path(p, "hash_key");
+        if strategy != Kind::ConsistentHash {
+            let strategy = strategy.as_str();
+            self.value(
+                &hp,
+                format!(
+                    "hash_key only applies to strategy consistent_hash (this pool uses \
+                     {strategy}); remove it or set `strategy: consistent_hash`"
+                ),
+            )
+            .depends_on(key_path(p, "strategy"));
         }
+        match key {
+            HashKey::Header(h) if !is_token(h) => {
+                self.value(&hp, format!("`{h}` is not a valid HTTP header name"));
+            }
+            HashKey::Cookie(c) if !is_token(c) => {
+                self.value(&hp, format!("`{c}` is not a valid cookie name"));
+            }
+            _ => {}
+        }
+    }
 
-        if let Some(hc) = &pool.health_check {
-            let hp = key_path(&p, "health_check");
-            match hc.protocol {
-                HealthProtocol::Grpc => {
-                    for key in ["path", "expect_status"] {
-                        let kp = key_path(&hp, key);
-                        if self.pos.has(&kp) {
-                            self.value(
-                                &kp,
-                                format!(
-                                    "`{key}` applies to `protocol: http` checks; a `grpc` check \
-                                     asks grpc.health.v1.Health/Check for `grpc_service` instead"
-                                ),
-                            );
-                        }
-                    }
-                    if pool.upstream_protocol != UpstreamProtocol::H2 {
-                        self.value(
-                            &key_path(&hp, "protocol"),
-                            "gRPC health checks need HTTP/2 to the nodes: set the pool's \
-                             `upstream_protocol: h2`",
-                        );
-                    }
-                }
-                HealthProtocol::Http => {
-                    let kp = key_path(&hp, "grpc_service");
-                    if hc.grpc_service.is_some() {
+    /// `health_check` (at key path `hp`): the fields of its protocol, a path, a timeout no
+    /// longer than the interval, thresholds of at least 1.
+    fn health_check(&mut self, hp: &str, hc: &HealthCheckConfig, upstream: UpstreamProtocol) {
+        match hc.protocol {
+            HealthProtocol::Grpc => {
+                for key in ["path", "expect_status"] {
+                    let kp = key_path(hp, key);
+                    if self.pos.has(&kp) {
                         self.value(
                             &kp,
-                            "`grpc_service` applies to `protocol: grpc` checks; add \
-                             `protocol: grpc` or remove it",
+                            format!(
+                                "`{key}` applies to `protocol: http` checks; a `grpc` check \
+                                 asks grpc.health.v1.Health/Check for `grpc_service` instead"
+                            ),
                         );
                     }
                 }
+                if upstream != UpstreamProtocol::H2 {
+                    self.value(
+                        &key_path(hp, "protocol"),
+                        "gRPC health checks need HTTP/2 to the nodes: set the pool's \
+                         `upstream_protocol: h2`",
+                    );
+                }
             }
-            if !hc.path.starts_with('/') {
-                self.value(
-                    &key_path(&hp, "path"),
-                    format!(
-                        "health check path `{}` must start with `/`, e.g. /healthz",
-                        hc.path
-                    ),
-                );
+            HealthProtocol::Http => {
+                let kp = key_path(hp, "grpc_service");
+                if hc.grpc_service.is_some() {
+                    self.value(
+                        &kp,
+                        "`grpc_service` applies to `protocol: grpc` checks; add \
+                         `protocol: grpc` or remove it",
+                    );
+                }
             }
-            let interval_p = key_path(&hp, "interval");
-            let timeout_p = key_path(&hp, "timeout");
-            self.positive(&interval_p, hc.interval.0, "interval");
-            self.positive(&timeout_p, hc.timeout.0, "timeout");
-            if !hc.interval.0.is_zero() && hc.timeout.0 > hc.interval.0 {
-                let default = |p: &str| {
-                    if self.pos.has(p) {
-                        ""
-                    } else {
-                        " (the default)"
-                    }
-                };
-                let message = format!(
-                    "health check timeout {}{} is longer than its interval {}{}: a probe would \
-                     still be running when the next one starts; make timeout <= interval",
-                    dur(hc.timeout.0),
-                    default(&timeout_p),
-                    dur(hc.interval.0),
-                    default(&interval_p),
-                );
-                let at = if self.pos.has(&timeout_p) {
-                    timeout_p.clone()
+        }
+        if !hc.path.starts_with('/') {
+            self.value(
+                &key_path(hp, "path"),
+                format!(
+                    "health check path `{}` must start with `/`, e.g. /healthz",
+                    hc.path
+                ),
+            );
+        }
+        let interval_p = key_path(hp, "interval");
+        let timeout_p = key_path(hp, "timeout");
+        self.positive(&interval_p, hc.interval.0, "interval");
+        self.positive(&timeout_p, hc.timeout.0, "timeout");
+        if !hc.interval.0.is_zero() && hc.timeout.0 > hc.interval.0 {
+            let default = |p: &str| {
+                if self.pos.has(p) {
+                    ""
                 } else {
-                    interval_p.clone()
-                };
-                self.value(&at, message)
-                    .depends_on(interval_p)
-                    .depends_on(timeout_p);
-            }
-            self.at_least_one(
-                &key_path(&hp, "healthy_threshold"),
-                hc.healthy_threshold,
-                "consecutive successes before a node is marked up",
+                    " (the default)"
+                }
+            };
+            let message = format!(
+                "health check timeout {}{} is longer than its interval {}{}: a probe would \
+                 still be running when the next one starts; make timeout <= interval",
+                dur(hc.timeout.0),
+                default(&timeout_p),
+                dur(hc.interval.0),
+                default(&interval_p),
             );
-            self.at_least_one(
-                &key_path(&hp, "unhealthy_threshold"),
-                hc.unhealthy_threshold,
-                "consecutive failures before a node is marked down",
-            );
+            let at = if self.pos.has(&timeout_p) {
+                timeout_p.clone()
+            } else {
+                interval_p.clone()
+            };
+            self.value(&at, message)
+                .depends_on(interval_p)
+                .depends_on(timeout_p);
         }
+        self.at_least_one(
+            &key_path(hp, "healthy_threshold"),
+            hc.healthy_threshold,
+            "consecutive successes before a node is marked up",
+        );
+        self.at_least_one(
+            &key_path(hp, "unhealthy_threshold"),
+            hc.unhealthy_threshold,
+            "consecutive failures before a node is marked down",
+        );
+    }
 
-        if let Some(od) = &pool.outlier_detection {
-            let op = key_path(&p, "outlier_detection");
-            self.at_least_one(
-                &key_path(&op, "consecutive_failures"),
-                od.consecutive_failures,
-                "failures in a row before a node is ejected",
-            );
-            self.positive(
-                &key_path(&op, "base_ejection_time"),
-                od.base_ejection_time.0,
-                "base_ejection_time",
-            );
-            self.percent(
-                &key_path(&op, "max_ejection_percent"),
-                od.max_ejection_percent,
-            );
-        }
+    /// `outlier_detection` (at key path `op`).
+    fn outlier_detection(&mut self, op: &str, od: &OutlierConfig) {
+        self.at_least_one(
+            &key_path(op, "consecutive_failures"),
+            od.consecutive_failures,
+            "failures in a row before a node is ejected",
+        );
+        self.positive(
+            &key_path(op, "base_ejection_time"),
+            od.base_ejection_time.0,
+            "base_ejection_time",
+        );
+        self.percent(
+            &key_path(op, "max_ejection_percent"),
+            od.max_ejection_percent,
+        );
+    }
 
-        let rp = key_path(&p, "retries");
+    /// `retries`, `timeouts`, `max_connections_per_node` and `slow_start`.
+    fn pool_limits(&mut self, p: &str, pool: &PoolConfig) {
+        let rp = key_path(p, "retries");
         if pool.retries.attempts > MAX_RETRY_ATTEMPTS {
             self.value(
                 &key_path(&rp, "attempts"),
@@ -586,7 +618,7 @@ impl Checker<'_> {
             pool.retries.budget_percent,
         );
 
-        let tp = key_path(&p, "timeouts");
+        let tp = key_path(p, "timeouts");
         self.positive(
             &key_path(&tp, "connect"),
             pool.timeouts.connect.0,
@@ -601,36 +633,36 @@ impl Checker<'_> {
 
         if pool.max_connections_per_node == Some(0) {
             self.value(
-                &key_path(&p, "max_connections_per_node"),
+                &key_path(p, "max_connections_per_node"),
                 "must be at least 1 (0 would refuse every request); omit it for no limit",
             );
         }
         if let Some(ss) = pool.slow_start {
             if ss.0.is_zero() {
                 self.value(
-                    &key_path(&p, "slow_start"),
+                    &key_path(p, "slow_start"),
                     "slow_start must be greater than 0s, e.g. 30s; omit it to disable slow start",
                 );
             }
         }
-        if let Some(tls) = &pool.tls {
-            let tp = key_path(&p, "tls");
-            if tls.server_name.as_deref() == Some("") {
-                self.value(
-                    &key_path(&tp, "server_name"),
-                    "server_name must not be empty; omit it to use each node's host name",
-                );
-            }
-            if let Some(ca) = &tls.ca_file {
-                if let Some(resolved) = self.readable_file(&key_path(&tp, "ca_file"), ca, "CA file")
-                {
-                    match CaFile::load(&resolved) {
-                        Ok(ca) => {
-                            self.tls.ca_files.insert(name.to_string(), Arc::new(ca));
-                        }
-                        Err(e) => {
-                            self.value(&key_path(&tp, "ca_file"), e.to_string());
-                        }
+    }
+
+    /// The pool's `tls` (at key path `tp`): a server name, and its CA file loaded.
+    fn upstream_tls(&mut self, tp: &str, name: &str, tls: &UpstreamTlsConfig) {
+        if tls.server_name.as_deref() == Some("") {
+            self.value(
+                &key_path(tp, "server_name"),
+                "server_name must not be empty; omit it to use each node's host name",
+            );
+        }
+        if let Some(ca) = &tls.ca_file {
+            if let Some(resolved) = self.readable_file(&key_path(tp, "ca_file"), ca, "CA file") {
+                match CaFile::load(&resolved) {
+                    Ok(ca) => {
+                        self.tls.ca_files.insert(name.to_string(), Arc::new(ca));
+                    }
+                    Err(e) => {
+                        self.value(&key_path(tp, "ca_file"), e.to_string());
                     }
                 }
             }
@@ -753,7 +785,7 @@ fn is_token(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    // Regression (issue 7): only directories were refused, so a device or a FIFO passed
+    // Only directories were once refused, so a device or a FIFO passed
     // as a certificate or CA file (a FIFO hangs `switchyard check` in the open).
     #[test]
     fn tls_files_must_be_regular_files() {

@@ -1,4 +1,5 @@
-//! The admin listener: health, readiness, metrics and the JSON API of DESIGN.md.
+//! The admin listener: health, readiness, metrics and the JSON API (the README lists
+//! every call).
 //!
 //! It runs on its own bind (loopback by default) so that operators can reach it when the
 //! public listeners are saturated. Read-only calls are open; mutating calls need

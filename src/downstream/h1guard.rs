@@ -5,7 +5,8 @@
 //! input: invalid bytes in names or values (NUL included), obs-fold, a bad request line or
 //! version, an invalid `Content-Length`, two different `Content-Length` values, and a
 //! `Transfer-Encoding` whose last coding is not `chunked`. What it does *not* refuse, and
-//! DESIGN.md does ("Smuggling": 400, connection closed, never forwarded):
+//! the balancer does (a smuggling attempt gets 400, the connection closed, and never
+//! reaches a node):
 //!
 //! - `Content-Length` **and** `Transfer-Encoding`: hyper drops the `Content-Length`,
 //!   decodes the body as chunked and closes the connection after the response — but the
@@ -616,6 +617,36 @@ impl Scanner {
     /// One byte outside bulk data.
     fn step(&mut self, b: u8) -> Option<(u64, Violation)> {
         match self.state {
+            State::Preamble
+            | State::PreambleLf
+            | State::RequestLine
+            | State::LineLf
+            | State::LineStart
+            | State::HeadEndLf => return self.head_byte(b),
+            State::Name => self.name_state_byte(b),
+            State::Value => self.value_byte(b),
+            State::ChunkStart
+            | State::ChunkSize
+            | State::ChunkSizeLws
+            | State::ChunkExt
+            | State::ChunkSizeLf
+            | State::ChunkDataCr
+            | State::ChunkDataLf
+            | State::ChunkEndCr
+            | State::ChunkEndLf
+            | State::Trailer
+            | State::TrailerLf => self.chunk_byte(b),
+            // Handled in bulk by `feed`.
+            State::Body(_) | State::ChunkData(_) | State::Done => {}
+        }
+        None
+    }
+
+    /// A byte between messages, of the request line, or at a line's end or start: where
+    /// a head begins, ends, or breaks a rule.
+    #[inline]
+    fn head_byte(&mut self, b: u8) -> Option<(u64, Violation)> {
+        match self.state {
             State::Preamble => match b {
                 b'\r' => self.state = State::PreambleLf,
                 b'\n' => {}
@@ -678,55 +709,73 @@ impl Scanner {
                 self.flag(Violation::MalformedLine);
                 return self.give_up_with_violation();
             }
-            State::Name => match b {
-                b':' => {
-                    self.which = Which::Other;
-                    for (k, (name, which)) in NAMES.iter().enumerate() {
-                        if self.cand & (1 << k) != 0 && name.len() == self.name_len {
-                            self.which = *which;
-                        }
+            _ => {}
+        }
+        None
+    }
+
+    /// A byte of a header name: is it one of [`NAMES`]?
+    #[inline]
+    fn name_state_byte(&mut self, b: u8) {
+        match b {
+            b':' => {
+                self.which = Which::Other;
+                for (k, (name, which)) in NAMES.iter().enumerate() {
+                    if self.cand & (1 << k) != 0 && name.len() == self.name_len {
+                        self.which = *which;
                     }
-                    self.value_len = 0;
-                    self.value_long = false;
+                }
+                self.value_len = 0;
+                self.value_long = false;
+                self.state = State::Value;
+            }
+            // A line without a colon: httparse refuses it; here it is just a line.
+            b'\r' => {
+                self.which = Which::Other;
+                self.state = State::LineLf;
+            }
+            b'\n' => {
+                self.which = Which::Other;
+                self.flag(Violation::BareLf);
+                self.end_of_line();
+                self.state = State::LineStart;
+            }
+            _ => {
+                self.name_byte(b);
+                if self.cand == 0 {
+                    // Not a name that matters: skip the rest of the line.
+                    self.which = Which::Other;
                     self.state = State::Value;
                 }
-                // A line without a colon: httparse refuses it; here it is just a line.
-                b'\r' => {
-                    self.which = Which::Other;
-                    self.state = State::LineLf;
+            }
+        }
+    }
+
+    /// A byte of a header value, kept for the headers that matter.
+    #[inline]
+    fn value_byte(&mut self, b: u8) {
+        match b {
+            b'\r' => self.state = State::LineLf,
+            b'\n' => {
+                self.flag(Violation::BareLf);
+                self.end_of_line();
+                self.state = State::LineStart;
+            }
+            _ => {
+                if self.value_len < VALUE_CAP {
+                    self.value[self.value_len] = b;
+                    self.value_len += 1;
+                } else {
+                    self.value_long = true;
                 }
-                b'\n' => {
-                    self.which = Which::Other;
-                    self.flag(Violation::BareLf);
-                    self.end_of_line();
-                    self.state = State::LineStart;
-                }
-                _ => {
-                    self.name_byte(b);
-                    if self.cand == 0 {
-                        // Not a name that matters: skip the rest of the line.
-                        self.which = Which::Other;
-                        self.state = State::Value;
-                    }
-                }
-            },
-            State::Value => match b {
-                b'\r' => self.state = State::LineLf,
-                b'\n' => {
-                    self.flag(Violation::BareLf);
-                    self.end_of_line();
-                    self.state = State::LineStart;
-                }
-                _ => {
-                    if self.value_len < VALUE_CAP {
-                        self.value[self.value_len] = b;
-                        self.value_len += 1;
-                    } else {
-                        self.value_long = true;
-                    }
-                }
-            },
-            // Chunked bodies: hyper's decoder, state by state (proto/h1/decode.rs).
+            }
+        }
+    }
+
+    /// A byte of chunked framing: hyper's decoder, state by state (proto/h1/decode.rs).
+    #[inline]
+    fn chunk_byte(&mut self, b: u8) {
+        match self.state {
             State::ChunkStart => match hex(b) {
                 Some(d) => {
                     self.chunk_size = u64::from(d);
@@ -793,11 +842,7 @@ impl Scanner {
                     State::Done
                 }
             }
-            State::Trailer => {
-                if b == b'\r' {
-                    self.state = State::TrailerLf;
-                }
-            }
+            State::Trailer if b == b'\r' => self.state = State::TrailerLf,
             State::TrailerLf => {
                 self.state = if b == b'\n' {
                     State::ChunkEndCr
@@ -805,10 +850,8 @@ impl Scanner {
                     State::Done
                 }
             }
-            // Handled in bulk by `feed`.
-            State::Body(_) | State::ChunkData(_) | State::Done => {}
+            _ => {}
         }
-        None
     }
 
     fn request_line_byte(&mut self, b: u8) {

@@ -1,4 +1,4 @@
-//! Header rules of a reverse proxy (DESIGN.md "Proxy behaviour"):
+//! Header rules of a reverse proxy:
 //! hop-by-hop stripping, `X-Forwarded-*`, `X-Request-Id`, and the client address behind
 //! trusted proxies ([`client_addr`]).
 //!
@@ -325,7 +325,7 @@ impl ExtraHeaders for Forwarding {
     }
 }
 
-/// The client address of a request (DESIGN.md "Forwarded headers"): the peer, or — when
+/// The client address of a request: the peer, or — when
 /// the peer is in `trusted_proxies` — the last untrusted hop of `X-Forwarded-For`.
 ///
 /// `X-Forwarded-For` is walked from the right (every header line, in order, as one list):
@@ -699,7 +699,7 @@ mod tests {
         assert!(a.as_bytes().iter().all(|c| c.is_ascii_hexdigit()));
     }
 
-    // Regression (issue 7): the host of `GET http://user@a.example.com/` was
+    // The host of `GET http://user@a.example.com/` once was
     // `user@a.example.com`, which routed by the userinfo and forwarded it upstream.
     #[test]
     fn request_host_drops_userinfo() {
