@@ -52,8 +52,9 @@ pub struct RedisArgs {
     pub key_prefix: String,
 }
 
+/// One entry of the registry: what `register` and `deregister` both name.
 #[derive(Args, Debug, Clone)]
-pub struct RegisterArgs {
+pub struct EntryArgs {
     #[command(flatten)]
     pub redis: RedisArgs,
     /// Channel to publish the pool name on (the config's redis.channel).
@@ -65,6 +66,12 @@ pub struct RegisterArgs {
     /// The node's address, HOST:PORT ([IPv6]:PORT for IPv6).
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
     pub addr: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub entry: EntryArgs,
     /// Weight, 1 to 1000.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_weight)]
     pub weight: u32,
@@ -79,16 +86,7 @@ pub struct RegisterArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DeregisterArgs {
     #[command(flatten)]
-    pub redis: RedisArgs,
-    /// Channel to publish the pool name on (the config's redis.channel).
-    #[arg(long, value_name = "C", default_value = "switchyard:nodes")]
-    pub channel: String,
-    /// Pool name, as in the balancers' config.
-    #[arg(long, value_name = "NAME", value_parser = parse_pool)]
-    pub pool: String,
-    /// The node's address, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT", value_parser = parse_addr)]
-    pub addr: String,
+    pub entry: EntryArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -211,12 +209,12 @@ async fn write_entry(
         weight: a.weight,
         expires_at_ms: a.ttl.map(|t| unix_ms() + t.0.as_millis() as u64),
     };
-    let key = pool_key(&a.redis.key_prefix, &a.pool);
+    let key = pool_key(&a.entry.redis.key_prefix, &a.entry.pool);
     let mut pipe = redis::pipe();
     pipe.atomic()
-        .hset(&key, &a.addr, value.to_json())
+        .hset(&key, &a.entry.addr, value.to_json())
         .ignore()
-        .publish(&a.channel, &a.pool)
+        .publish(&a.entry.channel, &a.entry.pool)
         .ignore();
     timed(
         "registering (MULTI HSET PUBLISH EXEC)",
@@ -227,18 +225,12 @@ async fn write_entry(
 }
 
 /// HDEL + PUBLISH in one MULTI/EXEC; whether the entry existed.
-async fn delete_entry(
-    con: &mut MultiplexedConnection,
-    r: &RedisArgs,
-    channel: &str,
-    pool: &str,
-    addr: &str,
-) -> anyhow::Result<bool> {
-    let key = pool_key(&r.key_prefix, pool);
+async fn delete_entry(con: &mut MultiplexedConnection, e: &EntryArgs) -> anyhow::Result<bool> {
+    let key = pool_key(&e.redis.key_prefix, &e.pool);
     let mut pipe = redis::pipe();
     pipe.atomic()
-        .hdel(&key, addr)
-        .publish(channel, pool)
+        .hdel(&key, &e.addr)
+        .publish(&e.channel, &e.pool)
         .ignore();
     let (removed,): (u64,) = timed(
         "deregistering (MULTI HDEL PUBLISH EXEC)",
@@ -255,24 +247,27 @@ fn describe(a: &RegisterArgs, v: &EntryValue) -> String {
     };
     format!(
         "registered {} in pool {} (weight {}{expires})",
-        a.addr, a.pool, a.weight
+        a.entry.addr, a.entry.pool, a.weight
     )
 }
 
 async fn register(a: &RegisterArgs) -> anyhow::Result<()> {
-    let mut con = connect(&a.redis.url).await?;
+    let mut con = connect(&a.entry.redis.url).await?;
     let v = write_entry(&mut con, a).await?;
     out(&describe(a, &v))
 }
 
 async fn deregister(a: &DeregisterArgs) -> anyhow::Result<()> {
-    let mut con = connect(&a.redis.url).await?;
-    if delete_entry(&mut con, &a.redis, &a.channel, &a.pool, &a.addr).await? {
-        out(&format!("deregistered {} from pool {}", a.addr, a.pool))
+    let mut con = connect(&a.entry.redis.url).await?;
+    if delete_entry(&mut con, &a.entry).await? {
+        out(&format!(
+            "deregistered {} from pool {}",
+            a.entry.addr, a.entry.pool
+        ))
     } else {
         out(&format!(
             "{} was not registered in pool {} (nothing to remove)",
-            a.addr, a.pool
+            a.entry.addr, a.entry.pool
         ))
     }
 }
@@ -286,7 +281,7 @@ async fn heartbeat(a: &RegisterArgs) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
 
-    let mut first = connect(&a.redis.url).await?;
+    let mut first = connect(&a.entry.redis.url).await?;
     let v = write_entry(&mut first, a).await?;
     let mut con = Some(first);
     out(&format!(
@@ -304,7 +299,7 @@ async fn heartbeat(a: &RegisterArgs) -> anyhow::Result<()> {
         let attempt = tokio::time::timeout(every.max(Duration::from_secs(1)), async {
             let c = match &mut con {
                 Some(c) => c,
-                None => con.insert(connect(&a.redis.url).await?),
+                None => con.insert(connect(&a.entry.redis.url).await?),
             };
             write_entry(c, a).await
         })
@@ -313,13 +308,13 @@ async fn heartbeat(a: &RegisterArgs) -> anyhow::Result<()> {
         match attempt {
             Ok(_) if failing => {
                 failing = false;
-                tracing::info!(pool = %a.pool, node = %a.addr, "heartbeat written again");
+                tracing::info!(pool = %a.entry.pool, node = %a.entry.addr, "heartbeat written again");
             }
             Ok(_) => {}
             Err(e) => {
                 con = None;
                 failing = true;
-                tracing::warn!(pool = %a.pool, node = %a.addr, error = %format!("{e:#}"), "heartbeat failed; retrying at the next tick (the entry expires if this lasts longer than the ttl)");
+                tracing::warn!(pool = %a.entry.pool, node = %a.entry.addr, error = %format!("{e:#}"), "heartbeat failed; retrying at the next tick (the entry expires if this lasts longer than the ttl)");
             }
         }
     }
@@ -327,17 +322,20 @@ async fn heartbeat(a: &RegisterArgs) -> anyhow::Result<()> {
     let removed = tokio::time::timeout(CONNECT_TIMEOUT + COMMAND_TIMEOUT, async {
         let mut c = match con.take() {
             Some(c) => c,
-            None => connect(&a.redis.url).await?,
+            None => connect(&a.entry.redis.url).await?,
         };
-        delete_entry(&mut c, &a.redis, &a.channel, &a.pool, &a.addr).await
+        delete_entry(&mut c, &a.entry).await
     })
     .await
     .unwrap_or_else(|_| Err(anyhow!("no answer from Redis")));
     match removed {
-        Ok(_) => out(&format!("deregistered {} from pool {}", a.addr, a.pool)),
+        Ok(_) => out(&format!(
+            "deregistered {} from pool {}",
+            a.entry.addr, a.entry.pool
+        )),
         Err(e) => {
             // The entry still expires on its own: not a failure of the sidecar.
-            tracing::warn!(pool = %a.pool, node = %a.addr, error = %format!("{e:#}"), "could not deregister; the entry expires by itself within the ttl");
+            tracing::warn!(pool = %a.entry.pool, node = %a.entry.addr, error = %format!("{e:#}"), "could not deregister; the entry expires by itself within the ttl");
             Ok(())
         }
     }

@@ -93,13 +93,6 @@ pub struct LoadedConfig {
     pub tls: TlsMaterial,
 }
 
-impl LoadedConfig {
-    /// Resolve a path from the config against the config file's directory.
-    pub fn resolve(&self, p: &Path) -> PathBuf {
-        validate::resolve_path(&self.base_dir, p)
-    }
-}
-
 /// Read, parse and validate the config file at `path`.
 ///
 /// `path` is used in messages exactly as given. Every problem is returned, sorted by line

@@ -59,7 +59,8 @@ struct ProbeSpec {
     check: HealthCheck,
 }
 
-struct Running {
+/// A probe task that runs: what it probes, and how to stop it.
+struct RunningProbe {
     spec: ProbeSpec,
     stop: CancellationToken,
 }
@@ -69,7 +70,7 @@ pub struct HealthSupervisor {
     metrics: Metrics,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    probes: Mutex<HashMap<ProbeKey, Running>>,
+    probes: Mutex<HashMap<ProbeKey, RunningProbe>>,
 }
 
 impl HealthSupervisor {
@@ -131,7 +132,7 @@ impl HealthSupervisor {
                 metrics: self.metrics.clone(),
             };
             self.tracker.spawn(probe.run(stop.clone()));
-            probes.insert(key, Running { spec, stop });
+            probes.insert(key, RunningProbe { spec, stop });
         }
     }
 

@@ -29,7 +29,6 @@
 //! [`Activity::check`] whether it has really passed — activity since then only moves the
 //! deadline, found lazily. No timer is registered or allocated per request.
 
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,10 +38,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Version;
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::downstream::h1guard::GuardHandle;
 use crate::metrics::DownstreamTimeout;
+use crate::util::io::{Watch, Watched};
 
 /// `head_started_ms` when no request head has started since the connection went idle.
 const NONE: u64 = u64::MAX;
@@ -256,35 +255,14 @@ where
 }
 
 /// The connection's byte stream, noting when bytes arrive on an idle connection.
-#[derive(Debug)]
-pub struct Tracked<T> {
-    inner: T,
-    activity: Arc<Activity>,
-}
+pub type Tracked<T> = Watched<T, Arc<Activity>>;
 
-impl<T> Tracked<T> {
-    pub fn new(inner: T, activity: Arc<Activity>) -> Tracked<T> {
-        Tracked { inner, activity }
+impl Watch for Arc<Activity> {
+    #[inline]
+    fn read(&self) {
+        self.on_read();
     }
 }
-
-impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.on_read();
-        }
-        res
-    }
-}
-
-crate::downstream::iowrap::forward_async_write!(Tracked);
 
 #[cfg(test)]
 mod tests {

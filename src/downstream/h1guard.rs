@@ -814,42 +814,12 @@ impl Scanner {
                     _ => State::Done,
                 }
             }
-            State::ChunkDataCr => {
-                self.state = if b == b'\r' {
-                    State::ChunkDataLf
-                } else {
-                    State::Done
-                }
-            }
-            State::ChunkDataLf => {
-                self.state = if b == b'\n' {
-                    State::ChunkStart
-                } else {
-                    State::Done
-                }
-            }
-            State::ChunkEndCr => {
-                self.state = if b == b'\r' {
-                    State::ChunkEndLf
-                } else {
-                    State::Trailer
-                }
-            }
-            State::ChunkEndLf => {
-                self.state = if b == b'\n' {
-                    State::Preamble
-                } else {
-                    State::Done
-                }
-            }
+            State::ChunkDataCr => self.state = expect(b, b'\r', State::ChunkDataLf, State::Done),
+            State::ChunkDataLf => self.state = expect(b, b'\n', State::ChunkStart, State::Done),
+            State::ChunkEndCr => self.state = expect(b, b'\r', State::ChunkEndLf, State::Trailer),
+            State::ChunkEndLf => self.state = expect(b, b'\n', State::Preamble, State::Done),
             State::Trailer if b == b'\r' => self.state = State::TrailerLf,
-            State::TrailerLf => {
-                self.state = if b == b'\n' {
-                    State::ChunkEndCr
-                } else {
-                    State::Done
-                }
-            }
+            State::TrailerLf => self.state = expect(b, b'\n', State::ChunkEndCr, State::Done),
             _ => {}
         }
     }
@@ -945,6 +915,16 @@ impl Scanner {
         self.heads += 1;
         self.state = State::Done;
         self.head.violation.map(|v| (self.heads, v))
+    }
+}
+
+/// The state after `b` where the framing wants `want`: `then`, or `otherwise`.
+#[inline]
+fn expect(b: u8, want: u8, then: State, otherwise: State) -> State {
+    if b == want {
+        then
+    } else {
+        otherwise
     }
 }
 

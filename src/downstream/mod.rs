@@ -2,6 +2,5 @@
 
 pub mod conn_timeout;
 pub mod h1guard;
-mod iowrap;
 pub mod listener;
 pub mod proxy_protocol;

@@ -294,12 +294,7 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         // The rest of an oversized body is never read: do not wait for it.
         let close = http1 && matches!(err, ProxyError::BodyTooLarge);
-        let mut resp = self.local_answer(err, metrics, answer);
-        if close {
-            resp.headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-        resp
+        closing(self.local_answer(err, metrics, answer), close)
     }
 
     /// Answer a request refused before routing (see the module docs).
@@ -333,12 +328,7 @@ impl Proxy {
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
-        if close {
-            // hyper closes an HTTP/1 connection after a response carrying this.
-            resp.headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-        resp
+        closing(resp, close)
     }
 
     /// An error answer, JSON or gRPC-shaped. Metrics and the access log record the HTTP
@@ -437,6 +427,16 @@ fn http10_framing(resp: &mut Response<ResponseBody>, head: bool) {
         resp.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
+}
+
+/// `resp`, with `Connection: close` when `close`: hyper closes an HTTP/1 connection after a
+/// response carrying it.
+fn closing(mut resp: Response<ResponseBody>, close: bool) -> Response<ResponseBody> {
+    if close {
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// What an answer made by the balancer needs from its request.

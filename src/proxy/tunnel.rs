@@ -3,22 +3,19 @@
 //! pool's `timeouts.idle` — a tunnel never outlives its usefulness, as nginx's
 //! `proxy_read_timeout` and HAProxy's `timeout tunnel` ensure.
 //!
-//! Both sides are wrapped in [`Watched`], which notes the time of the last byte in either
+//! Both sides are wrapped in a `Watched` stream, which notes the time of the last byte in either
 //! direction; the tunnel's one timer wakes at the earliest moment the bound could pass and
 //! looks at that note (traffic only pushes the deadline back, it never re-arms the timer).
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::upstream::Upgraded;
+use crate::util::io::{Watch, Watched};
 
 /// Relay `down` (the client's upgraded connection, once hyper hands it over) and `up` (the
 /// node's) until one side ends or the tunnel idles for `idle`.
@@ -83,55 +80,13 @@ impl Clock {
     }
 }
 
-/// One side of the tunnel; every byte through it moves the clock.
-struct Watched<T> {
-    inner: T,
-    clock: Clock,
-}
-
-impl<T> Watched<T> {
-    fn new(inner: T, clock: Clock) -> Watched<T> {
-        Watched { inner, clock }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.clock.touch();
-        }
-        res
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res {
-            if n > 0 {
-                this.clock.touch();
-            }
-        }
-        res
+/// Every byte through either side of the tunnel moves the clock.
+impl Watch for Clock {
+    fn read(&self) {
+        self.touch();
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    fn written(&self) {
+        self.touch();
     }
 }
