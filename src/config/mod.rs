@@ -9,10 +9,17 @@
 //!   rejected), reporting every type error and unknown key rather than only the first;
 //! - `validate.rs` runs the semantic checks (routes to missing pools, duplicate binds,
 //!   weights out of range, ...) on the typed config and names each problem by key path,
-//!   which the tree turns back into a position.
+//!   which the tree turns back into a position; it loads the certificate and CA files the
+//!   config names through `tls::certs`, and returns them with the config (`TlsMaterial`),
+//!   so that what was checked is what runs;
+//! - `values.rs` holds the syntax of values given as text (bind and node addresses, host
+//!   patterns, path prefixes), which the Redis registry shares.
 //!
 //! When the tree pass finds nothing wrong, the config that runs is serde_yaml's typed
 //! parse of the same text (checked to agree with the tree pass in debug builds).
+//!
+//! This layer imports only `tls::certs` (for those checks) and `util`: nothing of the
+//! running process.
 //!
 //! All problems come back together, sorted by position. Entry points: [`load`] (the file
 //! at a path; relative paths inside it resolve against its directory), [`parse_str`] (text,

@@ -4,7 +4,7 @@
 //! "this route points at a pool that does not exist" or "two listeners bind the same port".
 //! These checks run on the typed [`Config`] and collect *every* problem (never stopping at
 //! the first), each with the key path it is about; `mod.rs` turns paths into line:column
-//! through [`Positions`]. Messages say what is wrong and what to write instead.
+//! through `Positions`. Messages say what is wrong and what to write instead.
 //!
 //! Decisions where the design leaves room (documented in the README):
 //! - listener `bind` must be a literal `IP:PORT` (no host names: binding must not depend on

@@ -12,7 +12,7 @@
 //! [`Supervisor::reload`]: the new file is parsed and validated fully (its certificates and
 //! CA files loaded), and the listeners' changes planned, before anything changes; if
 //! anything is wrong the old config keeps serving. The snapshot changes in one place,
-//! [`Supervisor::swap_in`] — build, store, bring the probes in line — for config reloads
+//! `Supervisor::swap_in` — build, store, bring the probes in line — for config reloads
 //! and registry updates alike; this loop is the only caller, so builds never race.
 
 use std::net::SocketAddr;

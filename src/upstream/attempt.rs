@@ -23,7 +23,7 @@ pub struct Target<'a> {
     pub addr: SocketAddr,
     /// The same as an authority: the `:authority` of last resort for HTTP/2.
     pub node: &'a Authority,
-    /// The TLS name to verify ([`server_name`]).
+    /// The TLS name to verify ([`crate::upstream::server_name`]).
     pub server_name: Option<&'a ServerName<'static>>,
     /// The response head must have arrived by then.
     pub deadline: tokio::time::Instant,

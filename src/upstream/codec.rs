@@ -15,7 +15,7 @@
 //! itself becomes the node's side of the tunnel). A streamed request body needs full
 //! duplex — a node may answer while the body is still arriving, and an echo service
 //! streams its answer while reading — which hyper's client connection does well; those
-//! requests use it ([`super::h1`]).
+//! requests use it (`h1.rs`).
 //!
 //! Parsing follows RFC 9112: `httparse` for the head; the body is empty for a `HEAD`
 //! request and for 1xx/204/304, else chunked when `Transfer-Encoding` ends in `chunked`,

@@ -48,7 +48,7 @@ pub fn backoff(attempt: u32) -> Duration {
 /// One batch from the registry task: the full effective node set of each pool listed.
 #[derive(Debug, Clone)]
 pub struct RegistryUpdate {
-    /// Which task sent it (see [`RegistryHandle`]).
+    /// Which subscriber sent it (see [`crate::control::registry::RegistryHandle`]).
     pub generation: u64,
     pub pools: Vec<(String, Vec<RegistryNode>)>,
 }
