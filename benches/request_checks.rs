@@ -36,10 +36,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue};
+use switchyard::balance::ratelimit::{RateLimiter, MAX_BUCKETS};
 use switchyard::config::{Cidr, RateLimitConfig};
-use switchyard::h1guard::GuardedIo;
-use switchyard::headers::{client_addr, X_FORWARDED_FOR};
-use switchyard::ratelimit::{RateLimiter, MAX_BUCKETS};
+use switchyard::downstream::h1guard::GuardedIo;
+use switchyard::proxy::headers::{client_addr, X_FORWARDED_FOR};
 
 /// A limit that never refuses during a benchmark run.
 fn generous() -> RateLimiter {

@@ -1,12 +1,15 @@
 //! The `switchyard` command line: parse arguments, set up logging, start the runtime, and
-//! hand over to the library (`switchyard::app`). Errors end here, printed for a human.
+//! hand over to the library (`switchyard::control::supervisor`). Errors end here, printed
+//! for a human.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use switchyard::{app, config, demo, node_cli};
+use switchyard::cli::{demo, node};
+use switchyard::config;
+use switchyard::control::supervisor::Supervisor;
 
 /// mimalloc instead of glibc malloc: the request path allocates and frees many small
 /// objects (header maps, bodies, futures), and profiling showed glibc's free-list
@@ -54,7 +57,7 @@ enum Command {
     /// Register, deregister and list nodes in the Redis registry.
     Node {
         #[command(subcommand)]
-        command: node_cli::NodeCommand,
+        command: node::NodeCommand,
     },
 }
 
@@ -67,7 +70,7 @@ fn main() -> ExitCode {
         Command::Demo { bind, admin_bind } => {
             exit(runtime(0).and_then(|rt| rt.block_on(demo::run(&bind, &admin_bind))))
         }
-        Command::Node { command } => exit(node_cli::run(command)),
+        Command::Node { command } => exit(node::run(command)),
     }
 }
 
@@ -97,7 +100,7 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     })?;
     let rt = runtime(loaded.config.workers)?;
     rt.block_on(async move {
-        let sup = app::Supervisor::start(loaded, Some(path)).await?;
+        let sup = Supervisor::start(loaded, Some(path)).await?;
         sup.run().await
     })
 }

@@ -11,7 +11,7 @@ use common::client::{get, get_with};
 use common::raw::RawConn;
 use common::{metric, parse_metrics, single_pool_config, Backend, Behaviour, Switchyard};
 
-/// `switchyard::ratelimit::MAX_BUCKETS`: 64 shards of 1024.
+/// `switchyard::balance::ratelimit::MAX_BUCKETS`: 64 shards of 1024.
 const MAX_BUCKETS: f64 = 65_536.0;
 
 async fn metrics(sy: &Switchyard) -> Vec<common::Sample> {

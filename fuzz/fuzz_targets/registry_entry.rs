@@ -14,8 +14,9 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use switchyard::config::validate::check_node_addr;
-use switchyard::registry::{judge, parse_value, validate_addr, Verdict, MAX_WEIGHT};
+use switchyard::config::values::check_node_addr;
+use switchyard::config::validate::MAX_WEIGHT;
+use switchyard::control::registry::{judge, parse_value, validate_addr, Verdict};
 
 #[derive(Arbitrary, Debug)]
 struct Entry {
@@ -48,7 +49,7 @@ fuzz_target!(|e: Entry| {
         }
         Verdict::Invalid(reason) => {
             assert!(!addr_ok || value.is_err(), "{e:?} refused: {reason}");
-            assert!(!reason.is_empty());
+            assert!(!reason.to_string().is_empty());
         }
     }
     if let Ok(v) = value {

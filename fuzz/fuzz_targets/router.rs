@@ -18,9 +18,9 @@ use arbitrary::Arbitrary;
 use http::header::{HeaderMap, HeaderValue, HOST};
 use http::Uri;
 use libfuzzer_sys::fuzz_target;
-use switchyard::config::validate::{check_host_pattern, check_path_prefix};
-use switchyard::headers::request_host;
-use switchyard::router::{strip_port, Route, Router};
+use switchyard::config::values::{check_host_pattern, check_path_prefix};
+use switchyard::proxy::headers::request_host;
+use switchyard::balance::router::{strip_port, Route, Router};
 
 #[derive(Arbitrary, Debug)]
 struct RouteIn {

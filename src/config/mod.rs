@@ -9,10 +9,17 @@
 //!   rejected), reporting every type error and unknown key rather than only the first;
 //! - `validate.rs` runs the semantic checks (routes to missing pools, duplicate binds,
 //!   weights out of range, ...) on the typed config and names each problem by key path,
-//!   which the tree turns back into a position.
+//!   which the tree turns back into a position; it loads the certificate and CA files the
+//!   config names through `tls::certs`, and returns them with the config (`TlsMaterial`),
+//!   so that what was checked is what runs;
+//! - `values.rs` holds the syntax of values given as text (bind and node addresses, host
+//!   patterns, path prefixes), which the Redis registry shares.
 //!
 //! When the tree pass finds nothing wrong, the config that runs is serde_yaml's typed
 //! parse of the same text (checked to agree with the tree pass in debug builds).
+//!
+//! This layer imports only `tls::certs` (for those checks) and `util`: nothing of the
+//! running process.
 //!
 //! All problems come back together, sorted by position. Entry points: [`load`] (the file
 //! at a path; relative paths inside it resolve against its directory), [`parse_str`] (text,
@@ -20,6 +27,7 @@
 
 pub mod model;
 pub mod validate;
+pub mod values;
 
 mod de;
 mod tree;
@@ -33,6 +41,7 @@ use std::path::{Path, PathBuf};
 pub use model::*;
 /// How error positions count lines (also what the config fuzz target checks them with).
 pub use tree::yaml_lines;
+pub use validate::TlsMaterial;
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,13 +96,8 @@ pub struct LoadedConfig {
     /// [`content_hash`] of the text it was parsed from, so the file watcher can tell a
     /// real change from an event about content already loaded.
     pub source_hash: u64,
-}
-
-impl LoadedConfig {
-    /// Resolve a path from the config against the config file's directory.
-    pub fn resolve(&self, p: &Path) -> PathBuf {
-        validate::resolve_path(&self.base_dir, p)
-    }
+    /// The certificates and CA files it names, as validation loaded and checked them.
+    pub tls: TlsMaterial,
 }
 
 /// Read, parse and validate the config file at `path`.
@@ -120,9 +124,10 @@ pub fn unreadable(path: &Path, e: &std::io::Error) -> ConfigErrors {
 pub fn load_text(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
     let file = path.display().to_string();
     let base_dir = base_dir_of(path);
-    let config = parse_in(text, &file, &base_dir)?;
+    let (config, tls) = parse_in(text, &file, &base_dir)?;
     Ok(LoadedConfig {
         config,
+        tls,
         path: path.to_path_buf(),
         base_dir,
         source_hash: content_hash(text.as_bytes()),
@@ -140,7 +145,7 @@ pub fn content_hash(bytes: &[u8]) -> u64 {
 /// Parse and validate config text; `file` is the name used in error messages, and its
 /// directory is where relative paths in the config resolve (`.` for a bare name).
 pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigErrors> {
-    parse_in(text, file, &base_dir_of(Path::new(file)))
+    parse_in(text, file, &base_dir_of(Path::new(file))).map(|(config, _)| config)
 }
 
 /// What `switchyard check` prints: `(true, "config OK: ...")` with a one-line summary, or
@@ -180,8 +185,13 @@ fn base_dir_of(path: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The pipeline: syntax → typed parse (all type errors) → semantic checks (all problems).
-fn parse_in(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+/// The pipeline: syntax → typed parse (all type errors) → semantic checks (all problems),
+/// which also load the TLS files the config names.
+fn parse_in(
+    text: &str,
+    file: &str,
+    base_dir: &Path,
+) -> Result<(Config, TlsMaterial), ConfigErrors> {
     // The lines as the YAML scanner counts them (after the byte order mark it skips), to
     // keep every reported position inside the file.
     let lines = tree::yaml_lines(text.strip_prefix('\u{feff}').unwrap_or(text));
@@ -199,7 +209,8 @@ fn parse_in(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErr
     // Positions come from the tree the typed parse accepted, so `routes[2]` in a path is
     // `config.routes[2]` even if an invalid list item before it was dropped.
     let positions = tree::Positions::build(&doc.root);
-    for issue in validate::validate(&config, &positions, base_dir) {
+    let (issues, tls) = validate::validate(&config, &positions, base_dir);
+    for issue in issues {
         if positions.suppressed(&issue.scope) {
             continue;
         }
@@ -224,7 +235,7 @@ fn parse_in(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErr
     match serde_yaml::from_str::<Config>(text) {
         Ok(typed) => {
             debug_assert_eq!(format!("{typed:?}"), format!("{config:?}"));
-            Ok(typed)
+            Ok((typed, tls))
         }
         Err(e) => {
             let (line, column) = e

@@ -1,7 +1,7 @@
-//! The typed configuration schema, exactly as `DESIGN.md` gives it.
+//! The typed configuration schema: every key of the file, its type and its default.
 //!
 //! Every struct rejects unknown keys so that a typo is an error, never silently ignored.
-//! Defaults for omitted keys follow DESIGN.md's "Decisions" section. Semantic checks
+//! The defaults for omitted keys are the ones the README's configuration reference lists. Semantic checks
 //! (routes to missing pools, duplicate binds, weights out of range, ...) live in
 //! `validate.rs`; this file only says what shape the YAML must have.
 
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use strategies::Kind;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -100,40 +101,53 @@ pub struct RouteConfig {
     pub pool: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StrategyName {
-    RoundRobin,
-    WeightedRoundRobin,
-    LeastConn,
-    P2cEwma,
-    ConsistentHash,
-    Random,
-}
-
-impl StrategyName {
-    /// The name used in the config file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StrategyName::RoundRobin => "round_robin",
-            StrategyName::WeightedRoundRobin => "weighted_round_robin",
-            StrategyName::LeastConn => "least_conn",
-            StrategyName::P2cEwma => "p2c_ewma",
-            StrategyName::ConsistentHash => "consistent_hash",
-            StrategyName::Random => "random",
+/// `strategy:`, read by the strategies crate's own names ([`Kind::NAMES`], [`Kind::parse`]),
+/// so that each name is spelled in one place. An unknown name is an error listing them all,
+/// as for every other enum of the schema.
+fn strategy_name<'de, D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+    struct Name;
+    impl<'de> Visitor<'de> for Name {
+        type Value = Kind;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a strategy name")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Kind, E> {
+            Kind::parse(v).ok_or_else(|| E::unknown_variant(v, &Kind::NAMES))
+        }
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Kind, E> {
+            match std::str::from_utf8(v) {
+                Ok(s) => self.visit_str(s),
+                Err(_) => Err(E::invalid_value(de::Unexpected::Bytes(v), &self)),
+            }
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Kind, E> {
+            usize::try_from(v)
+                .ok()
+                .and_then(|i| Kind::ALL.get(i).copied())
+                .ok_or_else(|| {
+                    E::invalid_value(de::Unexpected::Unsigned(v), &"variant index 0 <= i < 6")
+                })
         }
     }
-
-    pub fn kind(self) -> strategies::Kind {
-        match self {
-            StrategyName::RoundRobin => strategies::Kind::RoundRobin,
-            StrategyName::WeightedRoundRobin => strategies::Kind::WeightedRoundRobin,
-            StrategyName::LeastConn => strategies::Kind::LeastConn,
-            StrategyName::P2cEwma => strategies::Kind::P2cEwma,
-            StrategyName::ConsistentHash => strategies::Kind::ConsistentHash,
-            StrategyName::Random => strategies::Kind::Random,
+    impl<'de> de::DeserializeSeed<'de> for Name {
+        type Value = Kind;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Kind, D::Error> {
+            d.deserialize_identifier(self)
         }
     }
+    struct Unit;
+    impl<'de> Visitor<'de> for Unit {
+        type Value = Kind;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a strategy name")
+        }
+        fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<Kind, A::Error> {
+            let (kind, variant) = data.variant_seed(Name)?;
+            de::VariantAccess::unit_variant(variant)?;
+            Ok(kind)
+        }
+    }
+    d.deserialize_enum("StrategyName", &Kind::NAMES, Unit)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -147,10 +161,11 @@ pub enum UpstreamProtocol {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
-    #[serde(default = "default_strategy")]
-    pub strategy: StrategyName,
+    #[serde(default = "default_strategy", deserialize_with = "strategy_name")]
+    pub strategy: Kind,
     /// `consistent_hash` only: `client_ip | header:NAME | cookie:NAME | path`; omitted means
-    /// `client_ip` (see [`PoolConfig::hash_key_or_default`]).
+    /// `client_ip` (the common case: sticky per client). `validate.rs` rejects it on any
+    /// other strategy, where it would silently do nothing.
     #[serde(default)]
     pub hash_key: Option<HashKey>,
     #[serde(default)]
@@ -174,17 +189,8 @@ pub struct PoolConfig {
     pub upstream_protocol: UpstreamProtocol,
 }
 
-fn default_strategy() -> StrategyName {
-    StrategyName::RoundRobin
-}
-
-impl PoolConfig {
-    /// The key `consistent_hash` hashes. Omitting `hash_key` with `consistent_hash` means
-    /// `client_ip` (the common case: sticky per client); `validate.rs` rejects `hash_key` on
-    /// any other strategy, where it would silently do nothing.
-    pub fn hash_key_or_default(&self) -> HashKey {
-        self.hash_key.clone().unwrap_or(HashKey::ClientIp)
-    }
+fn default_strategy() -> Kind {
+    Kind::RoundRobin
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use strategies::Kind;
+
 use super::*;
 
 /// Parse `yaml`; on failure return every error as `LINE:COLUMN: message`.
@@ -66,11 +68,11 @@ fn example_config_validates() {
     assert_eq!(c.routes.len(), 2);
     assert_eq!(c.routes[0].path_prefix.as_deref(), Some("/api"));
     assert!(c.routes[1].host.is_none() && c.routes[1].path_prefix.is_none());
-    assert_eq!(c.pools["web"].strategy, StrategyName::RoundRobin);
+    assert_eq!(c.pools["web"].strategy, Kind::RoundRobin);
     assert_eq!(c.pools["web"].nodes.len(), 3);
     assert!(c.pools["web"].health_check.is_some());
     assert!(c.pools["web"].outlier_detection.is_some());
-    assert_eq!(c.pools["api"].strategy, StrategyName::P2cEwma);
+    assert_eq!(c.pools["api"].strategy, Kind::P2cEwma);
     assert_eq!(c.pools["api"].nodes.len(), 2);
     assert!(c.redis.is_none());
     assert_eq!(c.access_log.format, AccessLogFormat::Json);
@@ -87,7 +89,7 @@ fn example_config_validates() {
 fn defaults_apply_to_omitted_keys() {
     let c = ok(BASE);
     let web = &c.pools["web"];
-    assert_eq!(web.strategy, StrategyName::RoundRobin);
+    assert_eq!(web.strategy, Kind::RoundRobin);
     assert_eq!(web.nodes[0].weight, 1);
     assert!(web.health_check.is_none());
     assert!(web.outlier_detection.is_none());
@@ -95,7 +97,10 @@ fn defaults_apply_to_omitted_keys() {
     assert_eq!(web.retries.on, vec![RetryOn::ConnectFailure]);
     assert_eq!(web.timeouts.connect.0, Duration::from_secs(2));
     assert_eq!(web.timeouts.request.0, Duration::from_secs(60));
-    assert_eq!(web.hash_key_or_default(), HashKey::ClientIp);
+    assert_eq!(
+        web.hash_key, None,
+        "consistent_hash without it hashes the client IP"
+    );
     assert!(web.max_connections_per_node.is_none());
     assert!(web.slow_start.is_none());
     assert_eq!(web.upstream_protocol, UpstreamProtocol::Http1);
@@ -524,10 +529,12 @@ pools: {web: {nodes: [{addr: 'b:1'}]}}
     std::fs::write(dir.join("certs/site.key"), key_pair.serialize_pem()).unwrap();
     let loaded = load(&path).unwrap();
     assert_eq!(loaded.base_dir, dir);
-    assert_eq!(
-        loaded.resolve(Path::new("certs/site.pem")),
-        dir.join("certs/site.pem")
-    );
+    // The relative paths resolved against the config file's directory, and what loaded
+    // from there is what the listener will serve.
+    let certs = loaded.tls.listeners[1]
+        .as_ref()
+        .expect("the TLS listener's certificates are loaded");
+    assert_eq!(certs.sources()[0].cert, dir.join("certs/site.pem"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -588,8 +595,8 @@ fn pool_level_checks() {
         "  web:\n    strategy: consistent_hash\n    hash_key: header:X-User\n",
     );
     assert_eq!(
-        ok(&yaml).pools["web"].hash_key_or_default(),
-        HashKey::Header("x-user".into())
+        ok(&yaml).pools["web"].hash_key,
+        Some(HashKey::Header("x-user".into()))
     );
     let yaml = BASE
         .replace("  web:\n", "  'my pool':\n")
@@ -713,7 +720,7 @@ fn empty_list_items_and_defaults_in_messages() {
     );
 }
 
-// Regression (fuzzing, issue 7): a key or value with a control character was quoted raw in
+// Found by fuzzing: a key or value with a control character was quoted raw in
 // the message, so one error could print as several lines or drive the terminal.
 #[test]
 fn control_characters_in_messages_are_escaped() {
@@ -730,7 +737,7 @@ fn control_characters_in_messages_are_escaped() {
     assert_eq!(escape_controls("a\tb\r\n"), "a\\tb\\r\\n");
 }
 
-// Regression (fuzzing, issue 7): positions must lie inside the file. The scanner marks a
+// Found by fuzzing: positions must lie inside the file. The scanner marks a
 // problem at the end of the stream on a line after the last one (`!` alone was reported at
 // 2:1 of a one-line file), and the tab hint counted lines with `str::lines`, which does not
 // break at a lone `\r` as YAML does, so it looked for the tab on the wrong line.

@@ -4,7 +4,7 @@
 //! "this route points at a pool that does not exist" or "two listeners bind the same port".
 //! These checks run on the typed [`Config`] and collect *every* problem (never stopping at
 //! the first), each with the key path it is about; `mod.rs` turns paths into line:column
-//! through [`Positions`]. Messages say what is wrong and what to write instead.
+//! through `Positions`. Messages say what is wrong and what to write instead.
 //!
 //! Decisions where the design leaves room (documented in the README):
 //! - listener `bind` must be a literal `IP:PORT` (no host names: binding must not depend on
@@ -20,18 +20,26 @@
 //! - `shutdown_timeout: 0s` is allowed and means "exit without waiting for in-flight requests";
 //! - a config without routes is allowed (every request gets 404), as is a pool no route uses
 //!   (Redis registrations and the admin API can still see it);
-//! - file paths (certificates, CA files) are checked for existence and readability only;
-//!   their PEM content is parsed when the listener or pool is built.
+//! - certificate, key and CA files must be regular files, and are loaded and checked here
+//!   through `crate::tls::certs` (PEM, keys matching their certificates, usable CA
+//!   certificates); what loaded is returned with the config ([`TlsMaterial`]) and is what
+//!   the listeners and pools then use — the files are not read a second time.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use strategies::Kind;
+
 use super::model::{
-    Config, HashKey, HealthProtocol, ListenerConfig, PoolConfig, StrategyName, UpstreamProtocol,
+    Config, HashKey, HealthCheckConfig, HealthProtocol, ListenerConfig, OutlierConfig, PoolConfig,
+    UpstreamProtocol, UpstreamTlsConfig,
 };
 use super::tree::{index_path, key_path, Positions, Target};
+use super::values::{check_host_pattern, check_node_addr, check_path_prefix, parse_bind};
+use crate::tls::certs::{self, CaFile, CertSource, Certificates};
 
 /// Highest node weight (the strategies' tables are sized for it).
 pub const MAX_WEIGHT: u32 = 1000;
@@ -73,13 +81,29 @@ pub(crate) fn resolve_path(base_dir: &Path, p: &Path) -> PathBuf {
     }
 }
 
-/// Check `cfg`; `base_dir` is where relative file paths resolve.
-pub(crate) fn validate(cfg: &Config, pos: &Positions, base_dir: &Path) -> Vec<Issue> {
+/// The certificates and CA files a config names, loaded and checked by validation: what
+/// the listeners and pools are built from (nothing reads those files a second time).
+#[derive(Debug, Clone, Default)]
+pub struct TlsMaterial {
+    /// Per listener, in config order: its certificate list (`None` for a plain listener).
+    pub listeners: Vec<Option<Arc<Certificates>>>,
+    /// Per pool with a `tls.ca_file`: the CA file.
+    pub ca_files: BTreeMap<String, Arc<CaFile>>,
+}
+
+/// Check `cfg`; `base_dir` is where relative file paths resolve. Returns every problem, and
+/// the TLS files the config names as they were loaded for the checks.
+pub(crate) fn validate(
+    cfg: &Config,
+    pos: &Positions,
+    base_dir: &Path,
+) -> (Vec<Issue>, TlsMaterial) {
     let mut v = Checker {
         pos,
         base_dir,
         issues: Vec::new(),
         binds: Vec::new(),
+        tls: TlsMaterial::default(),
     };
     v.listeners(cfg);
     v.admin(cfg);
@@ -90,7 +114,7 @@ pub(crate) fn validate(cfg: &Config, pos: &Positions, base_dir: &Path) -> Vec<Is
     v.redis(cfg);
     v.limits(cfg);
     v.rest(cfg);
-    v.issues
+    (v.issues, v.tls)
 }
 
 struct Checker<'a> {
@@ -99,6 +123,8 @@ struct Checker<'a> {
     issues: Vec<Issue>,
     /// Addresses bound so far: (address, who, key path of the bind).
     binds: Vec<(SocketAddr, String, String)>,
+    /// The TLS files loaded so far.
+    tls: TlsMaterial,
 }
 
 fn dur(d: Duration) -> String {
@@ -177,15 +203,9 @@ impl Checker<'_> {
         } else {
             ""
         };
-        let problem = match std::fs::metadata(&resolved) {
-            Err(e) => Some(e.to_string()),
-            Ok(m) if m.is_dir() => Some("it is a directory, not a file".to_string()),
-            // A FIFO would block the open (and `switchyard check`) until a writer came; a
-            // device such as /dev/zero would be read without end.
-            Ok(m) if !m.is_file() => Some("it is not a regular file".to_string()),
-            Ok(_) => std::fs::File::open(&resolved).err().map(|e| e.to_string()),
-        };
-        if let Some(problem) = problem {
+        // A FIFO would block the open (and `switchyard check`) until a writer came; a device
+        // such as /dev/zero would be read without end: certs::check_file refuses both.
+        if let Err(problem) = certs::check_file(&resolved) {
             self.value(
                 path,
                 format!(
@@ -202,8 +222,8 @@ impl Checker<'_> {
     fn bind(&mut self, path: &str, text: &str, owner: String) {
         let addr = match parse_bind(text) {
             Ok(a) => a,
-            Err(msg) => {
-                self.value(path, msg);
+            Err(e) => {
+                self.value(path, e.to_string());
                 return;
             }
         };
@@ -287,17 +307,28 @@ impl Checker<'_> {
                      `certificates: [{cert: FILE, key: FILE}]`, or remove `tls` for plain HTTP",
                 );
             }
+            let mut pairs = Vec::with_capacity(tls.certificates.len());
             for (k, c) in tls.certificates.iter().enumerate() {
                 let ip = index_path(&cp, k);
                 let cert = self.readable_file(&key_path(&ip, "cert"), &c.cert, "certificate file");
                 let key = self.readable_file(&key_path(&ip, "key"), &c.key, "private key file");
-                // Both readable: parse them, so `check` catches a broken or mismatched pair.
+                // Both readable: load them, so `check` catches a broken or mismatched pair,
+                // and the listener serves what was checked.
                 if let (Some(cert), Some(key)) = (cert, key) {
-                    if let Err(msg) = crate::tls::check_certificate_pair(&cert, &key) {
-                        self.value(&key_path(&ip, "cert"), msg);
+                    match certs::load_pair(&CertSource { cert, key }) {
+                        Ok(pair) => pairs.push(pair),
+                        Err(e) => {
+                            self.value(&key_path(&ip, "cert"), e.to_string());
+                        }
                     }
                 }
             }
+            let loaded = (pairs.len() == tls.certificates.len())
+                .then(|| Certificates::from_pairs(pairs).ok())
+                .flatten();
+            self.tls.listeners.push(loaded.map(Arc::new));
+        } else {
+            self.tls.listeners.push(None);
         }
     }
 
@@ -319,13 +350,13 @@ impl Checker<'_> {
         for (i, r) in cfg.routes.iter().enumerate() {
             let p = index_path("routes", i);
             if let Some(host) = &r.host {
-                if let Err(msg) = check_host_pattern(host) {
-                    self.value(&key_path(&p, "host"), msg);
+                if let Err(e) = check_host_pattern(host) {
+                    self.value(&key_path(&p, "host"), e.to_string());
                 }
             }
             if let Some(prefix) = &r.path_prefix {
-                if let Err(msg) = check_path_prefix(prefix) {
-                    self.value(&key_path(&p, "path_prefix"), msg);
+                if let Err(e) = check_path_prefix(prefix) {
+                    self.value(&key_path(&p, "path_prefix"), e.to_string());
                 }
             }
             if !cfg.pools.contains_key(&r.pool) {
@@ -349,26 +380,50 @@ impl Checker<'_> {
         }
     }
 
+    /// One pool: its name, nodes, hash key, health check, outlier detection, retries,
+    /// timeouts, limits and TLS, each checked in its own step.
     fn pool(&mut self, cfg: &Config, name: &str, pool: &PoolConfig) {
         let p = key_path("pools", name);
+        self.pool_name(&p, name);
+        self.pool_nodes(cfg, &p, name, pool);
+        if let Some(key) = &pool.hash_key {
+            self.hash_key(&p, key, pool.strategy);
+        }
+        if let Some(hc) = &pool.health_check {
+            self.health_check(&key_path(&p, "health_check"), hc, pool.upstream_protocol);
+        }
+        if let Some(od) = &pool.outlier_detection {
+            self.outlier_detection(&key_path(&p, "outlier_detection"), od);
+        }
+        self.pool_limits(&p, pool);
+        if let Some(tls) = &pool.tls {
+            self.upstream_tls(&key_path(&p, "tls"), name, tls);
+        }
+    }
+
+    fn pool_name(&mut self, p: &str, name: &str) {
         if name.is_empty() {
-            self.key(&p, "pool name must not be empty");
+            self.key(p, "pool name must not be empty");
         } else if !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
             self.key(
-                &p,
+                p,
                 format!(
                     "pool name `{name}` may only contain letters, digits, `-`, `_` and `.`: it \
                      appears in admin URLs, Redis keys and metric labels"
                 ),
             );
         }
-        let nodes_p = key_path(&p, "nodes");
+    }
+
+    /// The static nodes: addresses, no duplicates, weights; none at all only with a registry.
+    fn pool_nodes(&mut self, cfg: &Config, p: &str, name: &str, pool: &PoolConfig) {
+        let nodes_p = key_path(p, "nodes");
         if pool.nodes.is_empty() && cfg.redis.is_none() {
             self.key(
-                &p,
+                p,
                 format!(
                     "pool {name} has no nodes and no redis registry is configured; add nodes \
                      or a redis section"
@@ -381,8 +436,8 @@ impl Checker<'_> {
             let np = index_path(&nodes_p, j);
             let addr_p = key_path(&np, "addr");
             match check_node_addr(&node.addr) {
-                Err(msg) => {
-                    self.value(&addr_p, msg);
+                Err(e) => {
+                    self.value(&addr_p, e.to_string());
                 }
                 Ok(()) => {
                     if let Some(&first) = seen.get(&node.addr.to_ascii_lowercase()) {
@@ -414,135 +469,140 @@ impl Checker<'_> {
                 );
             }
         }
+    }
 
-        if let Some(key) = &pool.hash_key {
-            let hp = key_path(&p, "hash_key");
-            if pool.strategy != StrategyName::ConsistentHash {
-                let strategy = pool.strategy.as_str();
-                self.value(
-                    &hp,
-                    format!(
-                        "hash_key only applies to strategy consistent_hash (this pool uses \
-                         {strategy}); remove it or set `strategy: consistent_hash`"
-                    ),
-                )
-                .depends_on(key_path(&p, "strategy"));
-            }
-            match key {
-                HashKey::Header(h) if !is_token(h) => {
-                    self.value(&hp, format!("`{h}` is not a valid HTTP header name"));
-                }
-                HashKey::Cookie(c) if !is_token(c) => {
-                    self.value(&hp, format!("`{c}` is not a valid cookie name"));
-                }
-                _ => {}
-            }
+    /// `hash_key`: only with `consistent_hash`, and a valid header or cookie name.
+    fn hash_key(&mut self, p: &str, key: &HashKey, strategy: Kind) {
+        let hp = key_path(p, "hash_key");
+        if strategy != Kind::ConsistentHash {
+            let strategy = strategy.as_str();
+            self.value(
+                &hp,
+                format!(
+                    "hash_key only applies to strategy consistent_hash (this pool uses \
+                     {strategy}); remove it or set `strategy: consistent_hash`"
+                ),
+            )
+            .depends_on(key_path(p, "strategy"));
         }
+        match key {
+            HashKey::Header(h) if !is_token(h) => {
+                self.value(&hp, format!("`{h}` is not a valid HTTP header name"));
+            }
+            HashKey::Cookie(c) if !is_token(c) => {
+                self.value(&hp, format!("`{c}` is not a valid cookie name"));
+            }
+            _ => {}
+        }
+    }
 
-        if let Some(hc) = &pool.health_check {
-            let hp = key_path(&p, "health_check");
-            match hc.protocol {
-                HealthProtocol::Grpc => {
-                    for key in ["path", "expect_status"] {
-                        let kp = key_path(&hp, key);
-                        if self.pos.has(&kp) {
-                            self.value(
-                                &kp,
-                                format!(
-                                    "`{key}` applies to `protocol: http` checks; a `grpc` check \
-                                     asks grpc.health.v1.Health/Check for `grpc_service` instead"
-                                ),
-                            );
-                        }
-                    }
-                    if pool.upstream_protocol != UpstreamProtocol::H2 {
-                        self.value(
-                            &key_path(&hp, "protocol"),
-                            "gRPC health checks need HTTP/2 to the nodes: set the pool's \
-                             `upstream_protocol: h2`",
-                        );
-                    }
-                }
-                HealthProtocol::Http => {
-                    let kp = key_path(&hp, "grpc_service");
-                    if hc.grpc_service.is_some() {
+    /// `health_check` (at key path `hp`): the fields of its protocol, a path, a timeout no
+    /// longer than the interval, thresholds of at least 1.
+    fn health_check(&mut self, hp: &str, hc: &HealthCheckConfig, upstream: UpstreamProtocol) {
+        match hc.protocol {
+            HealthProtocol::Grpc => {
+                for key in ["path", "expect_status"] {
+                    let kp = key_path(hp, key);
+                    if self.pos.has(&kp) {
                         self.value(
                             &kp,
-                            "`grpc_service` applies to `protocol: grpc` checks; add \
-                             `protocol: grpc` or remove it",
+                            format!(
+                                "`{key}` applies to `protocol: http` checks; a `grpc` check \
+                                 asks grpc.health.v1.Health/Check for `grpc_service` instead"
+                            ),
                         );
                     }
                 }
+                if upstream != UpstreamProtocol::H2 {
+                    self.value(
+                        &key_path(hp, "protocol"),
+                        "gRPC health checks need HTTP/2 to the nodes: set the pool's \
+                         `upstream_protocol: h2`",
+                    );
+                }
             }
-            if !hc.path.starts_with('/') {
-                self.value(
-                    &key_path(&hp, "path"),
-                    format!(
-                        "health check path `{}` must start with `/`, e.g. /healthz",
-                        hc.path
-                    ),
-                );
+            HealthProtocol::Http => {
+                let kp = key_path(hp, "grpc_service");
+                if hc.grpc_service.is_some() {
+                    self.value(
+                        &kp,
+                        "`grpc_service` applies to `protocol: grpc` checks; add \
+                         `protocol: grpc` or remove it",
+                    );
+                }
             }
-            let interval_p = key_path(&hp, "interval");
-            let timeout_p = key_path(&hp, "timeout");
-            self.positive(&interval_p, hc.interval.0, "interval");
-            self.positive(&timeout_p, hc.timeout.0, "timeout");
-            if !hc.interval.0.is_zero() && hc.timeout.0 > hc.interval.0 {
-                let default = |p: &str| {
-                    if self.pos.has(p) {
-                        ""
-                    } else {
-                        " (the default)"
-                    }
-                };
-                let message = format!(
-                    "health check timeout {}{} is longer than its interval {}{}: a probe would \
-                     still be running when the next one starts; make timeout <= interval",
-                    dur(hc.timeout.0),
-                    default(&timeout_p),
-                    dur(hc.interval.0),
-                    default(&interval_p),
-                );
-                let at = if self.pos.has(&timeout_p) {
-                    timeout_p.clone()
+        }
+        if !hc.path.starts_with('/') {
+            self.value(
+                &key_path(hp, "path"),
+                format!(
+                    "health check path `{}` must start with `/`, e.g. /healthz",
+                    hc.path
+                ),
+            );
+        }
+        let interval_p = key_path(hp, "interval");
+        let timeout_p = key_path(hp, "timeout");
+        self.positive(&interval_p, hc.interval.0, "interval");
+        self.positive(&timeout_p, hc.timeout.0, "timeout");
+        if !hc.interval.0.is_zero() && hc.timeout.0 > hc.interval.0 {
+            let default = |p: &str| {
+                if self.pos.has(p) {
+                    ""
                 } else {
-                    interval_p.clone()
-                };
-                self.value(&at, message)
-                    .depends_on(interval_p)
-                    .depends_on(timeout_p);
-            }
-            self.at_least_one(
-                &key_path(&hp, "healthy_threshold"),
-                hc.healthy_threshold,
-                "consecutive successes before a node is marked up",
+                    " (the default)"
+                }
+            };
+            let message = format!(
+                "health check timeout {}{} is longer than its interval {}{}: a probe would \
+                 still be running when the next one starts; make timeout <= interval",
+                dur(hc.timeout.0),
+                default(&timeout_p),
+                dur(hc.interval.0),
+                default(&interval_p),
             );
-            self.at_least_one(
-                &key_path(&hp, "unhealthy_threshold"),
-                hc.unhealthy_threshold,
-                "consecutive failures before a node is marked down",
-            );
+            let at = if self.pos.has(&timeout_p) {
+                timeout_p.clone()
+            } else {
+                interval_p.clone()
+            };
+            self.value(&at, message)
+                .depends_on(interval_p)
+                .depends_on(timeout_p);
         }
+        self.at_least_one(
+            &key_path(hp, "healthy_threshold"),
+            hc.healthy_threshold,
+            "consecutive successes before a node is marked up",
+        );
+        self.at_least_one(
+            &key_path(hp, "unhealthy_threshold"),
+            hc.unhealthy_threshold,
+            "consecutive failures before a node is marked down",
+        );
+    }
 
-        if let Some(od) = &pool.outlier_detection {
-            let op = key_path(&p, "outlier_detection");
-            self.at_least_one(
-                &key_path(&op, "consecutive_failures"),
-                od.consecutive_failures,
-                "failures in a row before a node is ejected",
-            );
-            self.positive(
-                &key_path(&op, "base_ejection_time"),
-                od.base_ejection_time.0,
-                "base_ejection_time",
-            );
-            self.percent(
-                &key_path(&op, "max_ejection_percent"),
-                od.max_ejection_percent,
-            );
-        }
+    /// `outlier_detection` (at key path `op`).
+    fn outlier_detection(&mut self, op: &str, od: &OutlierConfig) {
+        self.at_least_one(
+            &key_path(op, "consecutive_failures"),
+            od.consecutive_failures,
+            "failures in a row before a node is ejected",
+        );
+        self.positive(
+            &key_path(op, "base_ejection_time"),
+            od.base_ejection_time.0,
+            "base_ejection_time",
+        );
+        self.percent(
+            &key_path(op, "max_ejection_percent"),
+            od.max_ejection_percent,
+        );
+    }
 
-        let rp = key_path(&p, "retries");
+    /// `retries`, `timeouts`, `max_connections_per_node` and `slow_start`.
+    fn pool_limits(&mut self, p: &str, pool: &PoolConfig) {
+        let rp = key_path(p, "retries");
         if pool.retries.attempts > MAX_RETRY_ATTEMPTS {
             self.value(
                 &key_path(&rp, "attempts"),
@@ -558,7 +618,7 @@ impl Checker<'_> {
             pool.retries.budget_percent,
         );
 
-        let tp = key_path(&p, "timeouts");
+        let tp = key_path(p, "timeouts");
         self.positive(
             &key_path(&tp, "connect"),
             pool.timeouts.connect.0,
@@ -573,31 +633,36 @@ impl Checker<'_> {
 
         if pool.max_connections_per_node == Some(0) {
             self.value(
-                &key_path(&p, "max_connections_per_node"),
+                &key_path(p, "max_connections_per_node"),
                 "must be at least 1 (0 would refuse every request); omit it for no limit",
             );
         }
         if let Some(ss) = pool.slow_start {
             if ss.0.is_zero() {
                 self.value(
-                    &key_path(&p, "slow_start"),
+                    &key_path(p, "slow_start"),
                     "slow_start must be greater than 0s, e.g. 30s; omit it to disable slow start",
                 );
             }
         }
-        if let Some(tls) = &pool.tls {
-            let tp = key_path(&p, "tls");
-            if tls.server_name.as_deref() == Some("") {
-                self.value(
-                    &key_path(&tp, "server_name"),
-                    "server_name must not be empty; omit it to use each node's host name",
-                );
-            }
-            if let Some(ca) = &tls.ca_file {
-                if let Some(resolved) = self.readable_file(&key_path(&tp, "ca_file"), ca, "CA file")
-                {
-                    if let Err(msg) = crate::tls::check_ca_file(&resolved) {
-                        self.value(&key_path(&tp, "ca_file"), msg);
+    }
+
+    /// The pool's `tls` (at key path `tp`): a server name, and its CA file loaded.
+    fn upstream_tls(&mut self, tp: &str, name: &str, tls: &UpstreamTlsConfig) {
+        if tls.server_name.as_deref() == Some("") {
+            self.value(
+                &key_path(tp, "server_name"),
+                "server_name must not be empty; omit it to use each node's host name",
+            );
+        }
+        if let Some(ca) = &tls.ca_file {
+            if let Some(resolved) = self.readable_file(&key_path(tp, "ca_file"), ca, "CA file") {
+                match CaFile::load(&resolved) {
+                    Ok(ca) => {
+                        self.tls.ca_files.insert(name.to_string(), Arc::new(ca));
+                    }
+                    Err(e) => {
+                        self.value(&key_path(tp, "ca_file"), e.to_string());
                     }
                 }
             }
@@ -716,277 +781,11 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// A listener or admin address: a literal `IP:PORT`.
-pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = text.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let base = format!(
-        "invalid bind address `{text}`: expected IP:PORT such as 0.0.0.0:8080 or [::]:8080"
-    );
-    let hint = match text.rsplit_once(':') {
-        None if text.parse::<u16>().is_ok() => {
-            format!(" (add the IP: 0.0.0.0:{text} listens on every interface)")
-        }
-        None => String::new(),
-        Some(("", port)) => format!(" (add the IP: 0.0.0.0:{port} listens on every interface)"),
-        Some((_, port)) if port.parse::<u16>().is_err() => {
-            " (the port must be a number from 0 to 65535)".to_string()
-        }
-        Some(("localhost", port)) => {
-            format!(" (a host name is not allowed; write 127.0.0.1:{port})")
-        }
-        Some((host, _)) if host.contains(':') && !host.starts_with('[') => {
-            " (an IPv6 address needs brackets, as in [::1]:8080)".to_string()
-        }
-        Some(_) => " (a host name is not allowed here; write the IP address)".to_string(),
-    };
-    Err(base + &hint)
-}
-
-fn is_dns_label(l: &str) -> bool {
-    !l.is_empty()
-        && l.len() <= 63
-        && l.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// A host name (`a.example.com`) with labels of letters, digits, `-` and `_`.
-fn is_dns_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
-/// A node address `HOST:PORT`: a host name, an IPv4 address or a bracketed IPv6 address,
-/// and a port 1-65535.
-pub fn check_node_addr(s: &str) -> Result<(), String> {
-    const EXPECTED: &str =
-        "expected HOST:PORT such as 127.0.0.1:9001, backend.internal:8080 or [::1]:9001";
-    if let Some((scheme, rest)) = s.split_once("://") {
-        return Err(format!(
-            "invalid node address `{s}`: write it without the `{scheme}://` scheme, as `{}`; \
-             for HTTPS to the nodes add a `tls` section to the pool",
-            rest.trim_end_matches('/')
-        ));
-    }
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!(
-            "invalid node address `{s}`: the port is missing; {EXPECTED}"
-        ));
-    };
-    if host.contains(':') && !host.starts_with('[') {
-        return Err(format!(
-            "invalid node address `{s}`: an IPv6 address needs brackets, as in [::1]:9001"
-        ));
-    }
-    // Digits only: `u16::from_str` also takes a leading `+`, which no resolver does.
-    match port.parse::<u16>() {
-        Ok(p) if p != 0 && port.bytes().all(|b| b.is_ascii_digit()) => {}
-        _ => {
-            return Err(format!(
-                "invalid node address `{s}`: port `{port}` is not a number from 1 to 65535"
-            ))
-        }
-    }
-    let host_ok = if let Some(inner) = host.strip_prefix('[') {
-        inner
-            .strip_suffix(']')
-            .is_some_and(|v6| v6.parse::<Ipv6Addr>().is_ok())
-    } else if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        host.parse::<Ipv4Addr>().is_ok()
-    } else {
-        is_dns_name(host.strip_suffix('.').unwrap_or(host))
-    };
-    if host_ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid node address `{s}`: `{host}` is not a valid host; {EXPECTED}"
-        ))
-    }
-}
-
-/// A route's `host`: an exact name or `*.suffix`; case-insensitive, no port.
-pub fn check_host_pattern(h: &str) -> Result<(), String> {
-    if h.is_empty() {
-        return Err("host must not be empty; omit `host` to match any host".to_string());
-    }
-    if h.contains("://") {
-        return Err(format!(
-            "host `{h}` must be a bare name without a scheme, such as api.example.com"
-        ));
-    }
-    if h == "*" {
-        return Err("`*` alone is not a host pattern; omit `host` to match every host".to_string());
-    }
-    let rest = h.strip_prefix("*.").unwrap_or(h);
-    if rest.contains('*') {
-        return Err(if h.starts_with('*') && !h.starts_with("*.") {
-            format!(
-                "invalid wildcard host `{h}`: `*` must be a whole label followed by a dot, as \
-                 in `*.example.com` (which matches a.example.com but not example.com)"
-            )
-        } else {
-            format!(
-                "invalid wildcard host `{h}`: `*` is only allowed as the whole first label, as \
-                 in `*.example.com`"
-            )
-        });
-    }
-    if let Some(inner) = rest.strip_prefix('[') {
-        let ok = h == rest
-            && inner
-                .strip_suffix(']')
-                .is_some_and(|v6| v6.parse::<Ipv6Addr>().is_ok());
-        return if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "invalid host `{h}`: expected a name such as api.example.com, or an IPv6 \
-                 address in brackets"
-            ))
-        };
-    }
-    if let Some((_, port)) = rest.rsplit_once(':') {
-        if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
-                "host `{h}` must not include a port: the port is ignored when matching, so \
-                 write `{}`",
-                h.trim_end_matches(port).trim_end_matches(':')
-            ));
-        }
-    }
-    if rest.ends_with('.') {
-        return Err(format!(
-            "host `{h}` must not end with a dot; write `{}`",
-            h.trim_end_matches('.')
-        ));
-    }
-    if rest.parse::<IpAddr>().is_ok() || is_dns_name(rest) {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid host `{h}`: expected a name such as api.example.com or a wildcard such \
-             as *.example.com (letters, digits, `-`, `.`)"
-        ))
-    }
-}
-
-/// A route's `path_prefix`: an absolute path, without query or fragment.
-pub fn check_path_prefix(p: &str) -> Result<(), String> {
-    if p.is_empty() {
-        return Err(
-            "path_prefix must not be empty; write `/` or omit it to match every path".to_string(),
-        );
-    }
-    if !p.starts_with('/') {
-        return Err(format!(
-            "path_prefix `{p}` must start with `/`, e.g. `/{p}`"
-        ));
-    }
-    if p.contains(['?', '#']) {
-        return Err(format!(
-            "path_prefix `{p}` must be a path only: matching ignores the query string, so \
-             remove the `?` or `#` part"
-        ));
-    }
-    if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "path_prefix `{p}` contains whitespace; percent-encode it (e.g. %20)"
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn binds() {
-        assert!(parse_bind("0.0.0.0:8080").is_ok());
-        assert!(parse_bind("[::]:8443").is_ok());
-        assert!(parse_bind("127.0.0.1:0").is_ok());
-        let e = parse_bind("localhost:8080").unwrap_err();
-        assert!(e.contains("expected IP:PORT such as 0.0.0.0:8080"), "{e}");
-        assert!(e.contains("127.0.0.1:8080"), "{e}");
-        assert!(parse_bind(":8080").unwrap_err().contains("0.0.0.0:8080"));
-        assert!(parse_bind("8080").unwrap_err().contains("0.0.0.0:8080"));
-        assert!(parse_bind("1.2.3.4:99999")
-            .unwrap_err()
-            .contains("0 to 65535"));
-        assert!(parse_bind("::1:80").unwrap_err().contains("brackets"));
-    }
-
-    #[test]
-    fn node_addrs() {
-        for ok in [
-            "127.0.0.1:9001",
-            "backend.internal:8443",
-            "[::1]:9001",
-            "a_b-c:1",
-            "svc.:80",
-        ] {
-            assert!(check_node_addr(ok).is_ok(), "{ok}");
-        }
-        for (bad, want) in [
-            ("127.0.0.1", "port is missing"),
-            ("127.0.0.1:0", "from 1 to 65535"),
-            ("127.0.0.1:70000", "from 1 to 65535"),
-            ("::1:80", "brackets"),
-            ("http://a:80/", "without the `http://` scheme, as `a:80`"),
-            ("256.1.1.1:80", "not a valid host"),
-            ("a b:80", "not a valid host"),
-            ("[zz]:80", "not a valid host"),
-            // Regression (issue 7): `+80` parses as a u16 but is no port.
-            ("127.0.0.1:+80", "from 1 to 65535"),
-        ] {
-            let e = check_node_addr(bad).unwrap_err();
-            assert!(e.contains(want), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn host_patterns() {
-        for ok in [
-            "example.com",
-            "*.example.com",
-            "API.Example.com",
-            "127.0.0.1",
-            "[::1]",
-            "localhost",
-        ] {
-            assert!(check_host_pattern(ok).is_ok(), "{ok}");
-        }
-        for (bad, want) in [
-            ("", "must not be empty"),
-            ("*", "alone"),
-            ("*example.com", "whole label followed by a dot"),
-            ("a.*.com", "only allowed as the whole first label"),
-            ("*.*.com", "only allowed as the whole first label"),
-            ("example.com:8080", "must not include a port"),
-            ("http://example.com", "without a scheme"),
-            ("example.com.", "must not end with a dot"),
-            ("exa mple.com", "invalid host"),
-            ("a..b", "invalid host"),
-        ] {
-            let e = check_host_pattern(bad).unwrap_err();
-            assert!(e.contains(want), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn path_prefixes() {
-        assert!(check_path_prefix("/").is_ok());
-        assert!(check_path_prefix("/api/v1").is_ok());
-        assert!(check_path_prefix("api")
-            .unwrap_err()
-            .contains("e.g. `/api`"));
-        assert!(check_path_prefix("").is_err());
-        assert!(check_path_prefix("/a?b=1").is_err());
-        assert!(check_path_prefix("/a b").is_err());
-    }
-
-    // Regression (issue 7): only directories were refused, so a device or a FIFO passed
+    // Only directories were once refused, so a device or a FIFO passed
     // as a certificate or CA file (a FIFO hangs `switchyard check` in the open).
     #[test]
     fn tls_files_must_be_regular_files() {

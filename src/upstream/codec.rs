@@ -15,7 +15,7 @@
 //! itself becomes the node's side of the tunnel). A streamed request body needs full
 //! duplex — a node may answer while the body is still arriving, and an echo service
 //! streams its answer while reading — which hyper's client connection does well; those
-//! requests use it ([`super::h1`]).
+//! requests use it (`h1.rs`).
 //!
 //! Parsing follows RFC 9112: `httparse` for the head; the body is empty for a `HEAD`
 //! request and for 1xx/204/304, else chunked when `Transfer-Encoding` ends in `chunked`,
@@ -36,10 +36,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::connect::Stream;
-use super::NodeConns;
+use super::conn::Conn;
+use super::conns::NodeConns;
 
 /// Largest response head accepted (status line and headers).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -49,89 +48,6 @@ const MAX_HEADERS: usize = 128;
 const MAX_CHUNK_LINE: usize = 4096;
 /// Most trailer fields accepted.
 const MAX_TRAILERS: usize = 64;
-/// Read buffer growth step.
-const READ_CHUNK: usize = 16 * 1024;
-
-/// A keep-alive connection to one node, with whatever was read past the last message.
-#[derive(Debug)]
-pub struct Conn {
-    pub io: Stream,
-    pub buf: BytesMut,
-    /// When it last went idle (into the pool).
-    pub idle_since: Instant,
-}
-
-impl Conn {
-    pub fn new(io: Stream) -> Conn {
-        Conn {
-            io,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            idle_since: Instant::now(),
-        }
-    }
-
-    /// Can this idle connection carry a request? An idle connection must have nothing to
-    /// read: readable means the node closed it (EOF), reset it, or sent something
-    /// unasked. Checked without waiting; costs no system call while the socket is known
-    /// not to be readable.
-    pub fn usable(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        matches!(self.poll_fill(&mut cx), Poll::Pending)
-    }
-
-    /// Read more into the buffer. `Ok(0)` is end of stream.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
-    }
-
-    /// Wait for more bytes; end of stream is an error here.
-    pub async fn fill(&mut self) -> io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
-    }
-}
-
-/// After a `101`, the connection is the node's side of the tunnel: what was read past the
-/// head is read first.
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.buf.is_empty() {
-            let n = this.buf.len().min(buf.remaining());
-            buf.put_slice(&this.buf[..n]);
-            this.buf.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
 
 /// What went wrong with a node's answer.
 #[derive(Debug, thiserror::Error)]
@@ -535,17 +451,25 @@ fn take_line(buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
     }
 }
 
+/// A whole answer: the head, the body and the trailers (empty without any).
+pub type Parsed = (Head, Vec<u8>, HeaderMap);
+
+/// Why [`parse_response`] refused an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error(transparent)]
+    Head(#[from] CodecError),
+    #[error(transparent)]
+    Body(#[from] io::Error),
+}
+
 /// Parse a whole answer held in `wire` — the head, then the body by its framing — the way
 /// [`parse_head`] and [`H1Body`] do over a socket, without one: for tests and fuzzing.
 /// `Ok(None)`: the answer is not complete yet. A close-delimited body is all that follows.
 /// Returns the head, the body and the trailers (empty without any).
-#[allow(clippy::type_complexity)]
-pub fn parse_response(
-    wire: &[u8],
-    method: &Method,
-) -> Result<Option<(Head, Vec<u8>, HeaderMap)>, String> {
+pub fn parse_response(wire: &[u8], method: &Method) -> Result<Option<Parsed>, ParseError> {
     let mut buf = BytesMut::from(wire);
-    let Some(head) = parse_head(&mut buf, method).map_err(|e| e.to_string())? else {
+    let Some(head) = parse_head(&mut buf, method)? else {
         return Ok(None);
     };
     let mut body = Vec::new();
@@ -562,15 +486,13 @@ pub fn parse_response(
         Framing::Chunked => {
             let mut state = Chunk::Size;
             loop {
-                match decode_chunk(&mut buf, state).map_err(|e| e.to_string())? {
+                match decode_chunk(&mut buf, state)? {
                     Step::Data(data, next) => {
                         body.extend_from_slice(&data);
                         state = next;
                     }
                     Step::Next(next) => state = next,
-                    Step::Trailer(line) => {
-                        add_trailer(&mut trailers, &line).map_err(|e| e.to_string())?
-                    }
+                    Step::Trailer(line) => add_trailer(&mut trailers, &line)?,
                     Step::End => break,
                     Step::NeedMore => return Ok(None),
                 }

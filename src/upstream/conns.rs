@@ -6,13 +6,19 @@
 //! Most recently returned is reused first: the warmest connection carries the next request,
 //! so idle ones age out at the node's keep-alive timeout.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 
-use super::body::RequestBody;
-use super::codec::Conn;
-use super::POOL_IDLE_TIMEOUT;
+use super::conn::Conn;
+use super::request_body::RequestBody;
+use crate::util::sync::lock;
+
+/// Idle upstream connections are closed after this long; shorter than the usual 60 s+
+/// keep-alive of backends so that we close first and never send on a connection the
+/// backend is closing.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// Idle and shared connections of one node.
 #[derive(Debug, Default)]
@@ -23,15 +29,6 @@ pub struct NodeConns {
     streaming: Mutex<Vec<http1::SendRequest<RequestBody>>>,
     /// The HTTP/2 connection, while it is open.
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
-}
-
-/// A lock that a panic elsewhere cannot poison for good: every list here stays valid
-/// whatever point a holder stopped at.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 impl NodeConns {
@@ -97,5 +94,21 @@ impl NodeConns {
     /// Forget the HTTP/2 connection if it is still `sender`'s (it failed).
     pub(crate) fn drop_h2(&self) {
         *lock(&self.h2) = None;
+    }
+}
+
+/// A hyper connection in use; it goes back to its node with [`Checkout::release`] when
+/// the response body has ended.
+#[derive(Debug)]
+pub struct Checkout {
+    pub(crate) conns: Arc<NodeConns>,
+    pub(crate) sender: http1::SendRequest<RequestBody>,
+    pub(crate) max_idle: usize,
+}
+
+impl Checkout {
+    /// The response body ended cleanly: the connection may carry another request.
+    pub fn release(self) {
+        self.conns.put_streaming(self.sender, self.max_idle);
     }
 }

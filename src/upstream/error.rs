@@ -8,6 +8,9 @@
 //! codec error as their source for the debug log.
 
 use std::io;
+use std::sync::Arc;
+
+use crate::tls::certs::TlsError;
 
 /// What kind of failure, as the retry policy, the metrics and the answer see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +44,8 @@ pub enum UpstreamError {
         #[source]
         source: io::Error,
     },
-    #[error("this pool's TLS settings cannot be used: {0}; requests fail until the config is fixed and reloaded")]
-    TlsSettings(String),
+    #[error("this pool's TLS settings cannot be used; requests fail until the config is fixed and reloaded")]
+    TlsSettings(#[source] TlsSettingsError),
     #[error("the node did not answer within the request timeout")]
     Timeout,
     #[error("writing the request to the node failed")]
@@ -59,6 +62,15 @@ pub enum UpstreamError {
     Http(#[source] hyper::Error),
     #[error("the client's request body failed")]
     ClientBody(#[source] hyper::Error),
+}
+
+/// Why a pool's TLS settings cannot carry a connection (fail closed: nothing is sent).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSettingsError {
+    #[error("the node's host is not a valid TLS server name: set tls.server_name")]
+    NoServerName,
+    #[error("the pool's TLS client cannot be built")]
+    Client(#[source] Arc<TlsError>),
 }
 
 impl UpstreamError {
@@ -82,7 +94,7 @@ impl UpstreamError {
 
     /// A hyper client error, sorted: a failing request body is the client's doing.
     pub(crate) fn from_hyper(e: hyper::Error) -> UpstreamError {
-        if e.is_user() && source_is::<super::body::ClientBodyError>(&e) {
+        if e.is_user() && source_is::<super::request_body::ClientBodyError>(&e) {
             UpstreamError::ClientBody(e)
         } else if e.is_timeout() {
             UpstreamError::Timeout
@@ -102,19 +114,4 @@ fn source_is<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'stati
         cur = err.source();
     }
     false
-}
-
-/// "a: b: c" from an error and its sources, for logs.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !out.ends_with(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = err.source();
-    }
-    out
 }

@@ -1,5 +1,5 @@
 //! HTTP/1.1 to nodes: the codec exchange for complete bodies, hyper's client connection for
-//! streamed ones, both on the node's own keep-alive connections ([`super::NodeConns`]).
+//! streamed ones, both on the node's own keep-alive connections ([`NodeConns`]).
 //!
 //! Why not hyper-util's pooled client: for every HTTP/1.1 request it spawns a task that
 //! waits for the connection to become ready again before putting it back into its pool, and
@@ -23,28 +23,15 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt as _;
 
-use super::body::{Body, RequestBody};
-use super::codec::{self, Conn, H1Body, ReturnTo};
+use super::attempt::{idempotent, Exchange, Target};
+use super::codec::{self, H1Body, ReturnTo};
+use super::conn::{Conn, Upgraded};
 use super::connect;
+use super::conns::Checkout;
 use super::error::UpstreamError;
+use super::request_body::RequestBody;
+use super::response_body::Body;
 use super::wire::{ExtraHeaders, Outgoing};
-use super::{Exchange, NodeConns, Target};
-
-/// A hyper connection in use; it goes back to its node with [`Checkout::release`] when
-/// the response body has ended.
-#[derive(Debug)]
-pub struct Checkout {
-    conns: Arc<NodeConns>,
-    sender: SendRequest<RequestBody>,
-    max_idle: usize,
-}
-
-impl Checkout {
-    /// The response body ended cleanly: the connection may carry another request.
-    pub fn release(self) {
-        self.conns.put_streaming(self.sender, self.max_idle);
-    }
-}
 
 /// Why one codec exchange failed.
 enum Failure {
@@ -94,7 +81,7 @@ pub(crate) async fn send_codec<E: ExtraHeaders>(
     t: &Target<'_>,
     out: &mut Outgoing<E>,
 ) -> Result<Exchange, UpstreamError> {
-    let idempotent = super::idempotent(&out.method);
+    let idempotent = idempotent(&out.method);
     let upgrade = out.upgrade;
     let max_idle = t.transport.settings.max_idle_per_node;
     if out.h1_bytes().is_none() {
@@ -124,7 +111,7 @@ pub(crate) async fn send_codec<E: ExtraHeaders>(
                     return Ok(Exchange {
                         response,
                         handed_over,
-                        upgraded: Some(Box::new(super::Upgraded(conn))),
+                        upgraded: Some(Box::new(Upgraded::new(conn))),
                     });
                 }
                 let home = ReturnTo {

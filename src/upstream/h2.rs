@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::body::{Body, RequestBody};
+use super::attempt::{Exchange, Target};
+use super::conn::Stream;
 use super::connect;
 use super::error::UpstreamError;
+use super::request_body::RequestBody;
+use super::response_body::Body;
 use super::wire::{ExtraHeaders, Outgoing};
-use super::{Exchange, Target};
 
 /// Per-stream receive window: as on the downstream side (1 MiB).
 const STREAM_WINDOW: u32 = 1024 * 1024;
@@ -75,9 +77,7 @@ pub(crate) async fn connect(t: &Target<'_>) -> Result<SendRequest<RequestBody>, 
 }
 
 /// The HTTP/2 handshake on an open connection; the connection's task is spawned here.
-pub(crate) async fn handshake(
-    stream: connect::Stream,
-) -> Result<SendRequest<RequestBody>, UpstreamError> {
+pub(crate) async fn handshake(stream: Stream) -> Result<SendRequest<RequestBody>, UpstreamError> {
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_stream_window_size(STREAM_WINDOW)

@@ -21,7 +21,7 @@ use http::header::{
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Uri, Version};
 
-use super::body::RequestBody;
+use super::request_body::RequestBody;
 
 /// Headers the request path adds to every attempt, written straight onto the HTTP/1.1
 /// wire by the codec (no map insertions on the hot path), or inserted into the header map

@@ -227,7 +227,7 @@ impl fmt::Debug for Ring {
 
 impl Strategy for Ring {
     fn name(&self) -> &'static str {
-        "consistent_hash"
+        crate::Kind::ConsistentHash.as_str()
     }
 
     fn pick(&self, ctx: &PickContext<'_>) -> Option<usize> {

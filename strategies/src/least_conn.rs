@@ -191,7 +191,7 @@ impl fmt::Debug for LeastConn {
 
 impl Strategy for LeastConn {
     fn name(&self) -> &'static str {
-        "least_conn"
+        crate::Kind::LeastConn.as_str()
     }
 
     fn pick(&self, ctx: &PickContext<'_>) -> Option<usize> {

@@ -36,12 +36,6 @@ use std::sync::Arc;
 pub use hash::{hash_key, hash_key_seeded};
 pub use stats::{now_ms, Health, InFlight, NodeStats};
 
-/// A fast per-thread pseudo-random number (the generator the strategies draw from), for
-/// the proxy's request ids and jitter: spread, not secrecy.
-pub fn random_u64() -> u64 {
-    rng::next_u64()
-}
-
 /// One node as a strategy sees it. The index of a node in the slice given to [`build`] is
 /// the index [`Strategy::pick`] returns.
 #[derive(Clone, Debug)]
@@ -77,7 +71,7 @@ pub struct SharedState {
 
 /// A node-selection algorithm over a fixed node set.
 pub trait Strategy: Send + Sync + fmt::Debug {
-    /// The strategy's config name (`round_robin`, ...).
+    /// The strategy's config name (`round_robin`, ...): its [`Kind::as_str`].
     fn name(&self) -> &'static str;
 
     /// Pick a node for one attempt. Never returns a node that is not
@@ -133,8 +127,19 @@ impl Kind {
         Kind::Random,
     ];
 
-    /// The name used in the config file and the admin API.
-    pub fn as_str(self) -> &'static str {
+    /// Every kind's name, in the order of [`Kind::ALL`] (what a config error lists).
+    pub const NAMES: [&'static str; 6] = {
+        let mut names = [""; 6];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Kind::ALL[i].as_str();
+            i += 1;
+        }
+        names
+    };
+
+    /// The name used in the config file and the admin API: spelled here only.
+    pub const fn as_str(self) -> &'static str {
         match self {
             Kind::RoundRobin => "round_robin",
             Kind::WeightedRoundRobin => "weighted_round_robin",

@@ -158,7 +158,7 @@ impl fmt::Debug for P2cEwma {
 
 impl Strategy for P2cEwma {
     fn name(&self) -> &'static str {
-        "p2c_ewma"
+        crate::Kind::P2cEwma.as_str()
     }
 
     fn pick(&self, ctx: &PickContext<'_>) -> Option<usize> {

@@ -111,7 +111,7 @@ impl fmt::Debug for Random {
 
 impl Strategy for Random {
     fn name(&self) -> &'static str {
-        "random"
+        crate::Kind::Random.as_str()
     }
 
     fn pick(&self, ctx: &PickContext<'_>) -> Option<usize> {

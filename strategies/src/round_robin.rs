@@ -52,7 +52,7 @@ impl fmt::Debug for RoundRobin {
 
 impl Strategy for RoundRobin {
     fn name(&self) -> &'static str {
-        "round_robin"
+        crate::Kind::RoundRobin.as_str()
     }
 
     fn pick(&self, ctx: &PickContext<'_>) -> Option<usize> {

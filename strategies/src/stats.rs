@@ -188,18 +188,21 @@ impl NodeStats {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Count one request in flight until the returned guard is dropped. The proxy drops it
-    /// when the response *body* ends (not at the headers), so long downloads count as load.
-    pub fn start_request(self: &Arc<Self>) -> InFlight {
+    /// Count one request in flight until the returned guard is dropped, ignoring the cap:
+    /// for tests that hold a node busy. (The proxy uses [`NodeStats::try_start_request`].)
+    #[cfg(test)]
+    pub(crate) fn start_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight {
             stats: Arc::clone(self),
         }
     }
 
-    /// [`NodeStats::start_request`] that respects `max_in_flight` atomically: `None` when
-    /// the node is at its cap. Checking [`NodeStats::is_eligible`] and then calling
-    /// `start_request` lets concurrent requests overshoot the cap by a few; this does not.
+    /// Count one request in flight until the returned guard is dropped, respecting
+    /// `max_in_flight` atomically: `None` when the node is at its cap (checking
+    /// [`NodeStats::is_eligible`] first and counting after would let concurrent requests
+    /// overshoot the cap by a few; this does not). The proxy drops the guard when the
+    /// response *body* ends (not at the headers), so long downloads count as load.
     pub fn try_start_request(self: &Arc<Self>) -> Option<InFlight> {
         let max = self.max_in_flight.load(Ordering::Relaxed);
         self.in_flight
@@ -372,7 +375,7 @@ impl NodeStats {
     }
 }
 
-/// Drop guard for one in-flight request (see [`NodeStats::start_request`]).
+/// Drop guard for one in-flight request (see [`NodeStats::try_start_request`]).
 #[derive(Debug)]
 pub struct InFlight {
     stats: Arc<NodeStats>,

@@ -238,7 +238,7 @@ impl fmt::Debug for SmoothWeighted {
 
 impl Strategy for SmoothWeighted {
     fn name(&self) -> &'static str {
-        "weighted_round_robin"
+        crate::Kind::WeightedRoundRobin.as_str()
     }
 
     fn pick(&self, ctx: &PickContext<'_>) -> Option<usize> {
