@@ -106,10 +106,10 @@ cpu_ticks() {   # utime+stime (clock ticks, all threads) of the given PIDs and t
   echo "$t"
 }
 
-render_conf() { # TEMPLATE OUT [SED-ARGS...]: fill a conf/*.in template (the extra sed arguments fill more)
-  local src=$1 dst=$2; shift 2
+render_conf() { # TEMPLATE OUT: fill a conf/*.in template; a caller's CONF_SED array adds sed arguments
   sed -e "s|@WORKERS@|$WORKERS|g; s|@SCRATCH@|$SCRATCH|g; s|@PPORT@|$PPORT|g; s|@APORT@|$APORT|g" \
-      -e "s|@B1@|$BPORT|g; s|@B2@|$((BPORT + 1))|g; s|@B3@|$((BPORT + 2))|g" "$@" "$src" > "$dst"
+      -e "s|@B1@|$BPORT|g; s|@B2@|$((BPORT + 1))|g; s|@B3@|$((BPORT + 2))|g" \
+      ${CONF_SED[@]+"${CONF_SED[@]}"} "$1" > "$2"
 }
 
 # shellcheck disable=SC2094  # nginx -e and nginx's stderr share one log, on purpose
